@@ -1,0 +1,29 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from starlette.responses import JSONResponse
+
+from ingest.responses import problem
+from sluice.db import ping
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from ingest.state import IngestState
+
+
+async def healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    state: IngestState = request.app.state.ingest
+    try:
+        await asyncio.wait_for(ping(state.engine), timeout=3)
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return problem(503, "database unreachable", "not_ready")
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,1 @@
+"""Every data shape sluice uses: wire envelopes, provider payloads, tables and topics."""

@@ -1,0 +1,25 @@
+"""Topic names: a closed set, so producers and consumers cannot drift apart."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    SQUARE_BOOKINGS = "square.bookings"
+    SQUARE_CUSTOMERS = "square.customers"
+    SQUARE_EVENTS = "square.events"
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+_SQUARE_TOPIC_BY_ENTITY = {
+    "booking": Topic.SQUARE_BOOKINGS,
+    "customer": Topic.SQUARE_CUSTOMERS,
+}
+
+
+def square_topic(entity_type: str | None) -> Topic:
+    return _SQUARE_TOPIC_BY_ENTITY.get(entity_type or "", Topic.SQUARE_EVENTS)

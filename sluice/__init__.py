@@ -1,0 +1,1 @@
+"""sluice: provider webhooks in, your Postgres kept in step."""

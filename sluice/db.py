@@ -1,0 +1,54 @@
+"""The database engine and the boundary where driver errors become our own."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+class DatabaseUnavailableError(Exception):
+    """PostgreSQL could not be reached or dropped the connection: retry later."""
+
+
+def create_engine(url: str, *, pool_size: int = 8, application_name: str = "sluice") -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3, "application_name": application_name},
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | OSError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction; connection-level failures surface as DatabaseUnavailableError."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise DatabaseUnavailableError(str(exc).splitlines()[0]) from exc
+        raise
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with transaction(engine) as conn:
+        await conn.execute(text("SELECT 1"))

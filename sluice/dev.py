@@ -1,0 +1,185 @@
+"""`sluice dev`: the whole pipeline on one machine, on embedded services unless told otherwise.
+
+Each component runs as its own `sluice ...` process, exactly as in production; this module starts
+the embedded services, migrates, starts the components, and on Ctrl-C stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent
+from sluice.migrate import upgrade
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sluice.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DEV_INFO_FILE = "dev.json"
+
+
+@dataclass(frozen=True, slots=True)
+class DevOptions:
+    state_dir: Path
+    port: int
+    postgres_port: int
+    kafka_port: int
+
+
+def dev_components(port: int) -> list[tuple[str, list[str]]]:
+    """Every long-running component, as (name, `sluice` arguments), in start order."""
+    return [
+        ("ingest", ["serve", "--host", "127.0.0.1", "--port", str(port)]),
+    ]
+
+
+def read_dev_info(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / DEV_INFO_FILE
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _dev_signature_key(state_dir: Path) -> str:
+    path = state_dir / "dev-signature-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0912 - one supervisor
+    state_dir = options.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # A plain flag: a signal handler must not take locks the interrupted code may hold.
+    stopping = _StopFlag()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stopping.stop = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    postgres: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        database_url = settings.database_url
+        if database_url is None:
+            pg_log = (state_dir / "postgres.log").open("ab")
+            postgres = EmbeddedPostgres(state_dir / "pg", options.postgres_port, log=pg_log)
+            database_url = postgres.start()
+        kafka = settings.kafka_bootstrap_servers
+        if kafka is None:
+            broker_log = (state_dir / "broker.log").open("ab")
+            broker = EmbeddedBroker(options.kafka_port, log=broker_log)
+            kafka = broker.start()
+        upgrade(database_url)
+
+        webhook_url = f"http://127.0.0.1:{options.port}/webhooks/square"
+        keys = [k.get_secret_value() for k in settings.square_webhook_signature_keys]
+        key = keys[0] if keys else _dev_signature_key(state_dir)
+        square_url = settings.square_webhook_url or webhook_url
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "SQUARE_WEBHOOK_SIGNATURE_KEYS": ",".join(keys or [key]),
+            "SQUARE_WEBHOOK_URL": square_url,
+        }
+        for name, args in dev_components(options.port):
+            process = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "sluice", *args],
+                env=env,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - before any thread
+                start_new_session=True,
+            )
+            processes.append((name, process))
+        _wait_ready(options.port, stopping)
+
+        (state_dir / DEV_INFO_FILE).write_text(
+            json.dumps(
+                {
+                    "square_webhook_url": square_url,
+                    "square_signature_key": key,
+                    "database_url": database_url,
+                    "kafka_bootstrap_servers": kafka,
+                },
+                indent=2,
+            )
+        )
+        _print_banner(square_url, key, database_url, kafka, [n for n, _ in processes])
+
+        while not stopping.stop:
+            time.sleep(0.2)
+            for name, process in processes:
+                if process.poll() is not None:
+                    log.error("dev.component_exited", component=name, code=process.returncode)
+                    return 1
+        return 0
+    finally:
+        for _, process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(processes):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        (state_dir / DEV_INFO_FILE).unlink(missing_ok=True)
+        print("sluice dev: stopped", file=sys.stderr)  # noqa: T201
+
+
+class _StopFlag:
+    stop = False
+
+
+def _wait_ready(port: int, stopping: _StopFlag, timeout: float = 30) -> None:
+    import httpx  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping.stop:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    if not stopping.stop:
+        raise RuntimeError("ingest did not become ready")
+
+
+def _print_banner(url: str, key: str, database_url: str, kafka: str, names: list[str]) -> None:
+    shown_db = database_url.rsplit("@", maxsplit=1)[-1]
+    print(  # noqa: T201
+        f"""
+sluice dev is running ({", ".join(names)})
+  Square webhook URL        {url}
+  Square signature key      {key}   (development only)
+  PostgreSQL                {shown_db}
+  Kafka bootstrap servers   {kafka}
+
+Try:  sluice simulate square booking.created
+Stop: Ctrl-C
+""",
+        flush=True,
+    )

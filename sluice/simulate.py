@@ -1,0 +1,145 @@
+"""Realistic, correctly signed Square deliveries, for `sluice simulate` and the tests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import string
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+SQUARE_EVENT_TYPES = (
+    "booking.created",
+    "booking.updated",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+)
+
+
+def square_signature(key: str, url: str, body: bytes) -> str:
+    digest = hmac.new(key.encode(), url.encode() + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _square_id(length: int = 14) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def booking_object(
+    booking_id: str,
+    *,
+    version: int,
+    customer_id: str,
+    status: str = "ACCEPTED",
+    start_at: datetime | None = None,
+    location_id: str = "L8TZNMX9Q2Z5B",
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    start = start_at or (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    return {
+        "id": booking_id,
+        "version": version,
+        "status": status,
+        "created_at": _ts(now - timedelta(minutes=5)),
+        "updated_at": _ts(now),
+        "start_at": _ts(start),
+        "location_id": location_id,
+        "customer_id": customer_id,
+        "customer_note": "",
+        "seller_note": "",
+        "location_type": "BUSINESS_LOCATION",
+        "source": "FIRST_PARTY_MERCHANT",
+        "appointment_segments": [
+            {
+                "duration_minutes": 60,
+                "service_variation_id": "GUN7HNQBH7ZRARYZN52E7O4B",
+                "team_member_id": "TMXUrsBWWcHTt79t",
+                "service_variation_version": 1650400214736,
+                "any_team_member": False,
+                "intermission_minutes": 0,
+            }
+        ],
+    }
+
+
+def customer_object(customer_id: str, *, version: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": customer_id,
+        "version": version,
+        "created_at": _ts(now - timedelta(days=3)),
+        "updated_at": _ts(now),
+        "given_name": "Amelia",
+        "family_name": "Earhart",
+        "email_address": "amelia.earhart@example.com",
+        "phone_number": "+1-212-555-4240",
+        "preferences": {"email_unsubscribed": False},
+        "creation_source": "THIRD_PARTY",
+    }
+
+
+def square_event(
+    event_type: str,
+    *,
+    merchant_id: str = "6SSW7HV8K2ST5",
+    entity_id: str | None = None,
+    version: int = 1,
+    customer_id: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A webhook body in Square's wire format, for one of SQUARE_EVENT_TYPES."""
+    entity, _, action = event_type.partition(".")
+    now = datetime.now(UTC)
+    data: dict[str, Any]
+    if entity == "booking":
+        booking_id = entity_id or _square_id(14)
+        obj = booking_object(
+            booking_id, version=version, customer_id=customer_id or _square_id(26).upper()
+        )
+        data = {"type": "booking", "id": f"{booking_id}:{version}", "object": {"booking": obj}}
+    elif entity == "customer":
+        cid = entity_id or _square_id(26).upper()
+        data = {
+            "type": "customer",
+            "id": cid,
+            "object": {"customer": customer_object(cid, version=version)},
+        }
+        if action == "deleted":
+            data["deleted"] = True
+    else:
+        raise ValueError(f"unknown Square event type {event_type!r}")
+    return {
+        "merchant_id": merchant_id,
+        "location_id": "L8TZNMX9Q2Z5B",
+        "type": event_type,
+        "event_id": event_id or str(uuid.uuid4()),
+        "created_at": _ts(now),
+        "data": data,
+    }
+
+
+def signed_square_delivery(
+    event: dict[str, Any], *, key: str, url: str, retry_number: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Square Connect v2",
+        "square-environment": "Sandbox",
+        "square-initial-delivery-timestamp": _ts(datetime.now(UTC)),
+        "x-square-hmacsha256-signature": square_signature(key, url, body),
+    }
+    if retry_number:
+        headers["square-retry-number"] = str(retry_number)
+        headers["square-retry-reason"] = "http_timeout"
+    return body, headers

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+
+from ingest.app import create_app
+from sluice.embedded import EmbeddedBroker, EmbeddedPostgres
+from sluice.logging import configure_logging
+from sluice.settings import Settings
+from tests.services import PostgresCluster, cluster_from_env, libpq_url, running_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+SIGNATURE_KEY = "test-signature-key-1"
+ROTATED_KEY = "test-signature-key-2"
+WEBHOOK_URL = "https://sluice.example.com/webhooks/square"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    configure_logging("json", "warning")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield cluster_from_env(url)
+        return
+    data_dir: Path = tmp_path_factory.mktemp("pg")
+    server = EmbeddedPostgres(data_dir)
+    server.start()
+    try:
+        yield PostgresCluster(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    name = postgres_cluster.create_template()
+    yield name
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+def database_url(postgres_cluster: PostgresCluster, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = postgres_cluster.create_database(template_database)
+    yield postgres_cluster.url_for(name)
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain autocommit connection for asserting on rows."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        yield servers
+        return
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        SQUARE_WEBHOOK_SIGNATURE_KEYS=f"{SIGNATURE_KEY},{ROTATED_KEY}",
+        SQUARE_WEBHOOK_URL=WEBHOOK_URL,
+        SLUICE_MAX_BODY_BYTES=64 * 1024,
+    )
+
+
+@pytest.fixture
+async def ingest_url(settings: Settings) -> AsyncIterator[str]:
+    async with running_server(create_app(settings)) as url:
+        yield url
