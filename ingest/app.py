@@ -9,12 +9,16 @@ import structlog
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from ingest.airtable import airtable_webhook
 from ingest.group_commit import GroupCommitWriter
 from ingest.health import healthz, readyz
+from ingest.observe import IngestMetrics, observed
 from ingest.square import square_webhook
 from ingest.state import IngestState
 from sluice.db import create_engine
+from sluice.logging import configure_logging
 from sluice.settings import Settings
+from sluice.tracing import Tracing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -22,9 +26,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    settings = settings or Settings()
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> Starlette:
+    if settings is None:  # built here when uvicorn runs several worker processes
+        settings = Settings()
+        configure_logging(settings.log_format, settings.log_level)
     database_url = settings.require_database_url()
+    metrics = IngestMetrics()
+    tracing = tracing or Tracing.from_settings(settings, "sluice-ingest")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,12 +55,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await writer.stop()
             await engine.dispose()
+            if tracing is not None:
+                tracing.shutdown()
 
     return Starlette(
         routes=[
-            Route("/webhooks/square", square_webhook, methods=["POST"]),
+            Route(
+                "/webhooks/square",
+                observed(square_webhook, "square", metrics, tracing),
+                methods=["POST"],
+            ),
+            Route(
+                "/webhooks/airtable",
+                observed(airtable_webhook, "airtable", metrics, tracing),
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

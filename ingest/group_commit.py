@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError
 
 from ingest.record import NewEvent, Recorded, RejectedEventError, record_events
 from sluice.db import DatabaseUnavailableError, transaction
+from sluice.tracing import TRACEPARENT, current_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,6 +58,9 @@ class GroupCommitWriter:
     async def record(self, event: NewEvent) -> Recorded:
         if not self._tasks:
             raise RuntimeError("GroupCommitWriter is not started")
+        traceparent = current_traceparent()  # set only while tracing is on (sluice.tracing)
+        if traceparent is not None:
+            event.message.headers[TRACEPARENT] = traceparent
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((event, future))
         # Shielded: a client that hangs up must not cancel the write its neighbours share.

@@ -6,6 +6,7 @@ them dedupe the same way: UNIQUE(source, provider_event_id), first writer wins.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -54,19 +55,20 @@ class Recorded:
     duplicate: bool
 
 
+# One JSON document per statement (see outbox.enqueue for why). The raw body travels base64
+# encoded and is stored as exactly the bytes received.
 _INSERT_EVENTS = text(
     """
     INSERT INTO inbound_events (
         id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
         received_at, body, headers, retry_number, retry_reason, initial_delivery_at)
-    SELECT i, s, p, t, et, ei, o, r, b, CAST(h AS jsonb), rn, rr, ida
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:sources AS text[]), CAST(:provider_ids AS text[]),
-        CAST(:types AS text[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS text[]),
-        CAST(:occurred AS timestamptz[]), CAST(:received AS timestamptz[]),
-        CAST(:bodies AS bytea[]), CAST(:headers AS text[]), CAST(:retry_numbers AS int[]),
-        CAST(:retry_reasons AS text[]), CAST(:initial AS timestamptz[])
-    ) AS v(i, s, p, t, et, ei, o, r, b, h, rn, rr, ida)
+    SELECT v.id, v.source, v.provider_event_id, v.event_type, v.entity_type, v.entity_id,
+        v.occurred_at, v.received_at, decode(v.body, 'base64'), v.headers, v.retry_number,
+        v.retry_reason, v.initial_delivery_at
+    FROM json_to_recordset(CAST(:rows AS json)) AS v(
+        id uuid, source text, provider_event_id text, event_type text, entity_type text,
+        entity_id text, occurred_at timestamptz, received_at timestamptz, body text,
+        headers jsonb, retry_number int, retry_reason text, initial_delivery_at timestamptz)
     ON CONFLICT (source, provider_event_id) DO NOTHING
     RETURNING id
     """
@@ -74,11 +76,33 @@ _INSERT_EVENTS = text(
 
 _EXISTING = text(
     """
-    SELECT id, source, provider_event_id FROM inbound_events
-    WHERE (source, provider_event_id) IN (
-        SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:provider_ids AS text[])))
+    SELECT e.id, e.source, e.provider_event_id FROM inbound_events AS e
+    JOIN json_to_recordset(CAST(:keys AS json)) AS k(source text, provider_event_id text)
+      USING (source, provider_event_id)
     """
 )
+
+
+def _event_row(event: NewEvent) -> dict[str, object]:
+    return {
+        "id": str(event.id),
+        "source": event.source,
+        "provider_event_id": event.provider_event_id,
+        "event_type": event.event_type,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "received_at": event.received_at.isoformat(),
+        "body": base64.b64encode(event.body).decode(),
+        "headers": event.headers,
+        "retry_number": event.retry_number,
+        "retry_reason": event.retry_reason,
+        "initial_delivery_at": _iso_or_none(event.initial_delivery_at),
+    }
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 async def record_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> list[Recorded]:
@@ -92,22 +116,7 @@ async def record_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> li
     candidates = list(first.values())
 
     inserted_rows = await conn.execute(
-        _INSERT_EVENTS,
-        {
-            "ids": [e.id for e in candidates],
-            "sources": [e.source for e in candidates],
-            "provider_ids": [e.provider_event_id for e in candidates],
-            "types": [e.event_type for e in candidates],
-            "entity_types": [e.entity_type for e in candidates],
-            "entity_ids": [e.entity_id for e in candidates],
-            "occurred": [e.occurred_at for e in candidates],
-            "received": [e.received_at for e in candidates],
-            "bodies": [e.body for e in candidates],
-            "headers": [json.dumps(e.headers) for e in candidates],
-            "retry_numbers": [e.retry_number for e in candidates],
-            "retry_reasons": [e.retry_reason for e in candidates],
-            "initial": [e.initial_delivery_at for e in candidates],
-        },
+        _INSERT_EVENTS, {"rows": json.dumps([_event_row(e) for e in candidates])}
     )
     inserted = {row.id for row in inserted_rows}
     await enqueue(conn, [e.message for e in candidates if e.id in inserted])
@@ -115,13 +124,8 @@ async def record_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> li
     stored_ids = {e.dedupe_key: e.id for e in candidates if e.id in inserted}
     missing = [e for e in candidates if e.id not in inserted]
     if missing:
-        existing = await conn.execute(
-            _EXISTING,
-            {
-                "sources": [e.source for e in missing],
-                "provider_ids": [e.provider_event_id for e in missing],
-            },
-        )
+        keys = [{"source": e.source, "provider_event_id": e.provider_event_id} for e in missing]
+        existing = await conn.execute(_EXISTING, {"keys": json.dumps(keys)})
         for row in existing:
             stored_ids[(row.source, row.provider_event_id)] = row.id
 

@@ -12,18 +12,17 @@ from pydantic import ValidationError
 from square.utils.webhooks_helper import verify_signature
 
 from ingest.body import BodyTooLargeError, read_limited
-from ingest.record import NewEvent, RejectedEventError
+from ingest.record import RejectedEventError
 from ingest.responses import accepted, problem, validation_problem
-from outbox.enqueue import OutboxMessage
-from schemas.envelope import CloudEvent, encode_with_raw_data
+from ingest.square_events import square_new_event
 from schemas.square import SOURCE, SquareEvent
-from schemas.topics import square_topic
 from sluice.db import DatabaseUnavailableError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
+    from ingest.record import NewEvent
     from ingest.state import IngestState
 
 log = structlog.get_logger(__name__)
@@ -77,7 +76,7 @@ async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - o
     except ValidationError as exc:
         return validation_problem("body is not a Square event envelope", exc)
 
-    event = _new_event(envelope, text, body, request)
+    event = _new_event(envelope, text, request)
     with structlog.contextvars.bound_contextvars(
         source=SOURCE, provider_event_id=envelope.event_id, event_type=envelope.type
     ):
@@ -94,62 +93,12 @@ async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - o
         except RejectedEventError as exc:
             return problem(400, str(exc), "malformed")
         structlog.contextvars.bind_contextvars(event_id=str(recorded.id))
-        log.info("square.accepted", duplicate=recorded.duplicate)
+        log.debug("square.accepted", duplicate=recorded.duplicate)
     return accepted(recorded)
 
 
-def _new_event(envelope: SquareEvent, text: str, body: bytes, request: Request) -> NewEvent:
-    received_at = datetime.now(UTC)
-    event_id = uuid.uuid4()
+def _new_event(envelope: SquareEvent, text: str, request: Request) -> NewEvent:
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    cloud_event = CloudEvent[None](
-        id=str(event_id),
-        source=SOURCE,
-        type=envelope.type,
-        subject=envelope.entity_id,
-        time=envelope.created_at,
-        data=None,
-        providereventid=envelope.event_id,
-        receivedat=received_at,
-        entitytype=envelope.entity_type,
+    return square_new_event(
+        envelope, text, event_id=uuid.uuid4(), received_at=datetime.now(UTC), headers=headers
     )
-    topic = square_topic(envelope.entity_type)
-    message = OutboxMessage(
-        topic=topic,
-        key=envelope.entity_id,
-        payload_json=encode_with_raw_data(cloud_event, text),
-        headers=cloud_event.kafka_headers(),
-        event_id=event_id,
-    )
-    return NewEvent(
-        id=event_id,
-        source=SOURCE,
-        provider_event_id=envelope.event_id,
-        event_type=envelope.type,
-        entity_type=envelope.entity_type,
-        entity_id=envelope.entity_id,
-        occurred_at=envelope.created_at,
-        received_at=received_at,
-        body=body,
-        headers=headers,
-        retry_number=_int_or_none(headers.get("square-retry-number")),
-        retry_reason=headers.get("square-retry-reason"),
-        initial_delivery_at=_datetime_or_none(headers.get("square-initial-delivery-timestamp")),
-        message=message,
-    )
-
-
-def _int_or_none(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 9:
-        return None
-    return int(value)
-
-
-def _datetime_or_none(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None

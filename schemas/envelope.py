@@ -50,7 +50,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
         return headers
 
 
-def encode_with_raw_data(event: CloudEvent[None], data_json: str) -> str:
+def encode_with_raw_data(event: CloudEventHead, data_json: str) -> str:
     """The event as JSON text, with `data` spliced in verbatim from already-valid JSON.
 
     The provider's body goes into the envelope exactly as it arrived, without a decode and
@@ -65,3 +65,6 @@ def _iso(value: datetime) -> str:
 
 
 AnyCloudEvent = CloudEvent[dict[str, Any]]
+# The attributes alone, for envelopes whose data is spliced in as raw JSON. Parametrise once:
+# `CloudEvent[None]` in a hot path would build a new class per call.
+CloudEventHead = CloudEvent[None]

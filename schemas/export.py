@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from schemas.airtable import AirtablePing, RecordChange
+from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
 from schemas.square import SquareEvent
 from schemas.topics import Topic
@@ -18,6 +20,9 @@ PAYLOAD_MODELS: dict[Topic, type[BaseModel]] = {
     Topic.SQUARE_BOOKINGS: CloudEvent[SquareEvent],
     Topic.SQUARE_CUSTOMERS: CloudEvent[SquareEvent],
     Topic.SQUARE_EVENTS: CloudEvent[SquareEvent],
+    Topic.AIRTABLE_PINGS: CloudEvent[AirtablePing],
+    Topic.AIRTABLE_RECORDS: CloudEvent[RecordChange],
+    Topic.APP_CHANGES: CloudEvent[AppChange],
 }
 
 

@@ -9,6 +9,9 @@ class Topic(StrEnum):
     SQUARE_BOOKINGS = "square.bookings"
     SQUARE_CUSTOMERS = "square.customers"
     SQUARE_EVENTS = "square.events"
+    AIRTABLE_PINGS = "airtable.pings"
+    AIRTABLE_RECORDS = "airtable.records"
+    APP_CHANGES = "app.changes"
 
 
 def dlq_topic(topic: str) -> str:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sluice.airtable_cli import airtable_app, simulate_airtable
+from sluice.cli_recovery import register as register_recovery
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
@@ -17,8 +19,13 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 simulate_app = typer.Typer(no_args_is_help=True, help="Send realistic, signed test deliveries.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Data contracts.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(airtable_app, name="airtable")
+simulate_app.command("airtable")(simulate_airtable)
+app.add_typer(topics_app, name="topics")
+register_recovery(app)
 
 DEFAULT_STATE_DIR = Path(".sluice")
 
@@ -35,6 +42,7 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(envvar="SLUICE_HOST")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="SLUICE_PORT")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="SLUICE_WORKERS", min=1)] = 1,
 ) -> None:
     """Run the webhook ingest service."""
     import uvicorn  # noqa: PLC0415
@@ -48,8 +56,13 @@ def serve(
             "until they are, POST /webhooks/square refuses every request.",
             err=True,
         )
+    if workers > 1:
+        _share_metrics_between_workers()
+    # With several workers each process builds its own app (and settings) from the environment.
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if workers == 1 else "ingest.app:create_app",
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
         access_log=False,
@@ -60,6 +73,18 @@ def serve(
     )
 
 
+def _share_metrics_between_workers() -> None:
+    """prometheus_client multiprocess mode: each worker writes its samples to files in one
+    directory and /metrics (answered by any worker) adds them up. The variable must be set
+    before the workers import prometheus_client; they inherit it from this process.
+    """
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
+
+
 @app.command()
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest."""
@@ -67,6 +92,99 @@ def migrate() -> None:
 
     upgrade(_settings().require_database_url())
     typer.echo("migrations applied")
+
+
+@app.command()
+def relay() -> None:
+    """Publish the outbox to Kafka. Run as many as you like: they split the work."""
+    import uvloop  # noqa: PLC0415
+
+    from outbox.relay import RelayConfig, serve_relay  # noqa: PLC0415
+
+    settings = _settings()
+    uvloop.run(serve_relay(RelayConfig.from_settings(settings), metrics_port=settings.metrics_port))
+
+
+@app.command()
+def consume(
+    name: Annotated[
+        str, typer.Argument(help="jobs, airtable-fetcher, leads or airtable-writeback")
+    ],
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Consume these topics instead of the defaults")
+    ] = None,
+    group_id: Annotated[
+        str | None, typer.Option(help="Default: SLUICE_CONSUMER_GROUP_PREFIX + name")
+    ] = None,
+) -> None:
+    """Run a consumer: apply Kafka messages to a projection; offsets commit after the database."""
+    import uvloop  # noqa: PLC0415
+
+    from consumers.registry import CONSUMERS  # noqa: PLC0415
+    from consumers.service import serve_consumer  # noqa: PLC0415
+
+    if name not in CONSUMERS:
+        raise typer.BadParameter(f"choose one of {', '.join(CONSUMERS)}")
+    settings = _settings()
+    code = uvloop.run(serve_consumer(settings, name, topics=topic or (), group_id=group_id))
+    raise typer.Exit(code)
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Default: SLUICE_TOPIC_PARTITIONS")
+    ] = None,
+    replication_factor: Annotated[
+        int | None, typer.Option(min=1, help="Default: SLUICE_TOPIC_REPLICATION_FACTOR")
+    ] = None,
+) -> None:
+    """Create every pipeline topic and its .dlq topic that does not exist yet."""
+    import asyncio  # noqa: PLC0415
+
+    from outbox.topics import ensure_topics, pipeline_topics  # noqa: PLC0415
+
+    settings = _settings()
+    wanted = partitions or settings.topic_partitions
+    results = asyncio.run(
+        ensure_topics(
+            settings.require_kafka(),
+            pipeline_topics(),
+            partitions=wanted,
+            replication_factor=replication_factor or settings.topic_replication_factor,
+        )
+    )
+    for topic in results:
+        typer.echo(f"{topic.name}\t{topic.partitions} partitions\t{topic.outcome}")
+    if any(topic.outcome == "partitions_differ" for topic in results):
+        typer.echo(
+            f"sluice: some topics exist with a partition count other than {wanted}", err=True
+        )
+
+
+@app.command("api")
+def api_command(
+    host: Annotated[str, typer.Option(envvar="SLUICE_API_HOST")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="SLUICE_API_PORT")] = 8002,
+) -> None:
+    """Run the App API (jobs, leads, the change stream) for the staff app and the portal."""
+    import uvicorn  # noqa: PLC0415
+
+    from api.app import create_api_app  # noqa: PLC0415
+
+    settings = _settings()
+    if settings.api_token is None:
+        typer.echo("sluice: SLUICE_API_TOKEN is not set; every API request gets 503.", err=True)
+    uvicorn.run(
+        create_api_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
@@ -140,14 +258,22 @@ def _json_or_text(response: httpx.Response) -> object:
 
 @schemas_app.command("export")
 def schemas_export(
-    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files")] = Path(
-        "schemas/json"
+    out: Annotated[Path, typer.Option(help="Directory for the contract files")] = Path(
+        "schemas/contracts"
     ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the files are not current")
+    ] = False,
 ) -> None:
-    """Write the JSON Schema of every topic's payload."""
-    from schemas.export import export_schemas  # noqa: PLC0415
+    """Write the contracts: JSON Schema per topic payload, AsyncAPI 3, OpenAPI (HTTP)."""
+    from schemas.contracts import export_contracts, stale_contracts  # noqa: PLC0415
 
-    for path in export_schemas(out):
+    if check:
+        stale = stale_contracts(out)
+        for name in stale:
+            typer.echo(f"sluice: {out / name} is not what `sluice schemas export` makes", err=True)
+        raise typer.Exit(1 if stale else 0)
+    for path in export_contracts(out):
         typer.echo(str(path))
 
 

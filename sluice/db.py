@@ -23,7 +23,10 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "slui
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout on the hot path. A connection that died
+        # with the server fails its statement instead, SQLAlchemy then discards the whole pool,
+        # and the caller's retry (or Square's) gets fresh connections.
+        pool_pre_ping=False,
         pool_timeout=5,
         connect_args={"connect_timeout": 3, "application_name": application_name},
     )

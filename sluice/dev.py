@@ -6,6 +6,7 @@ the embedded services, migrates, starts the components, and on Ctrl-C stops them
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from outbox.topics import ensure_topics, pipeline_topics
+from sluice.dev_airtable import start_dev_airtable
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent
 from sluice.migrate import upgrade
 
@@ -43,6 +46,13 @@ def dev_components(port: int) -> list[tuple[str, list[str]]]:
     """Every long-running component, as (name, `sluice` arguments), in start order."""
     return [
         ("ingest", ["serve", "--host", "127.0.0.1", "--port", str(port)]),
+        ("relay", ["relay"]),
+        ("jobs-consumer", ["consume", "jobs"]),
+        ("airtable-fetcher", ["consume", "airtable-fetcher"]),
+        ("leads-consumer", ["consume", "leads"]),
+        ("airtable-writeback", ["consume", "airtable-writeback"]),
+        # The App API next to ingest, on the port after the admin service's.
+        ("api", ["api", "--host", "127.0.0.1", "--port", str(port + 2)]),
     ]
 
 
@@ -55,14 +65,18 @@ def read_dev_info(state_dir: Path) -> dict[str, Any]:
 
 
 def _dev_signature_key(state_dir: Path) -> str:
-    path = state_dir / "dev-signature-key"
+    return _dev_secret(state_dir, "dev-signature-key")
+
+
+def _dev_secret(state_dir: Path, name: str) -> str:
+    path = state_dir / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
-def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0912 - one supervisor
+def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0912, PLR0915 - one supervisor
     state_dir = options.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     # A plain flag: a signal handler must not take locks the interrupted code may hold.
@@ -89,6 +103,7 @@ def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0
             broker = EmbeddedBroker(options.kafka_port, log=broker_log)
             kafka = broker.start()
         upgrade(database_url)
+        _ensure_topics(settings, kafka)
 
         webhook_url = f"http://127.0.0.1:{options.port}/webhooks/square"
         keys = [k.get_secret_value() for k in settings.square_webhook_signature_keys]
@@ -101,6 +116,15 @@ def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0
             "SQUARE_WEBHOOK_SIGNATURE_KEYS": ",".join(keys or [key]),
             "SQUARE_WEBHOOK_URL": square_url,
         }
+        if broker is not None:
+            # The embedded broker (Tansu) has no idempotent producer support.
+            env["SLUICE_KAFKA_IDEMPOTENCE"] = "false"
+        airtable = start_dev_airtable(settings, database_url, options.port)
+        if airtable.process is not None:
+            processes.append(("airtable-fake-api", airtable.process))
+        env.update(airtable.env)
+        if settings.api_token is None:
+            env["SLUICE_API_TOKEN"] = _dev_secret(state_dir, "dev-api-token")
         for name, args in dev_components(options.port):
             process = subprocess.Popen(  # noqa: S603 - our own CLI
                 [sys.executable, "-m", "sluice", *args],
@@ -116,8 +140,11 @@ def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0
                 {
                     "square_webhook_url": square_url,
                     "square_signature_key": key,
+                    "api_url": f"http://127.0.0.1:{options.port + 2}/api",
+                    "api_token": env.get("SLUICE_API_TOKEN"),
                     "database_url": database_url,
                     "kafka_bootstrap_servers": kafka,
+                    **airtable.info,
                 },
                 indent=2,
             )
@@ -147,6 +174,18 @@ def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0
             postgres.stop()
         (state_dir / DEV_INFO_FILE).unlink(missing_ok=True)
         print("sluice dev: stopped", file=sys.stderr)  # noqa: T201
+
+
+def _ensure_topics(settings: Settings, kafka: str) -> None:
+    # The relay never lets the broker create topics: create them, with our partition count.
+    asyncio.run(
+        ensure_topics(
+            kafka,
+            pipeline_topics(),
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+        )
+    )
 
 
 class _StopFlag:
@@ -179,6 +218,7 @@ sluice dev is running ({", ".join(names)})
   Kafka bootstrap servers   {kafka}
 
 Try:  sluice simulate square booking.created
+      sluice simulate airtable create
 Stop: Ctrl-C
 """,
         flush=True,

@@ -5,10 +5,14 @@ Nothing here runs at import time: `Settings()` is called by the app factory and 
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+AIRTABLE_API_URL = "https://api.airtable.com"
+SQUARE_API_URL = "https://connect.squareup.com"
 
 # Values people paste from examples; a secret equal to one of these is refused at start.
 _PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "placeholder", "xxx", "todo"})
@@ -33,6 +37,21 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _split_pairs(value: object) -> object:
+    """`a=x,b=y` into a dict; split at the first `=` only, as base64 values end in `=`."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        name, sep, secret = part.partition("=")
+        if not sep or not name.strip() or not secret.strip():
+            raise ValueError("expected comma-separated webhookId=macSecretBase64 pairs")
+        pairs[name.strip()] = secret.strip()
+    return pairs
 
 
 class Settings(BaseSettings):
@@ -80,6 +99,187 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SLUICE_LOG_LEVEL", "log_level"),
     )
 
+    airtable_webhook_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, validation_alias="AIRTABLE_WEBHOOK_SECRETS"
+    )
+    airtable_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AIRTABLE_API_URL", "airtable_api_url")
+    )
+    airtable_api_key: SecretStr | None = Field(default=None, validation_alias="AIRTABLE_API_KEY")
+    airtable_requests_per_second: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        validation_alias=AliasChoices(
+            "AIRTABLE_REQUESTS_PER_SECOND", "airtable_requests_per_second"
+        ),
+    )
+    airtable_rate_limit_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=AliasChoices(
+            "AIRTABLE_RATE_LIMIT_WAIT_SECONDS", "airtable_rate_limit_wait_seconds"
+        ),
+    )
+
+    kafka_idempotence: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("SLUICE_KAFKA_IDEMPOTENCE", "kafka_idempotence"),
+    )
+    kafka_request_timeout_ms: int = Field(
+        default=5000,
+        ge=100,
+        le=120_000,
+        validation_alias=AliasChoices(
+            "SLUICE_KAFKA_REQUEST_TIMEOUT_MS", "kafka_request_timeout_ms"
+        ),
+    )
+    topic_partitions: int = Field(
+        default=12,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("SLUICE_TOPIC_PARTITIONS", "topic_partitions"),
+    )
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        validation_alias=AliasChoices(
+            "SLUICE_TOPIC_REPLICATION_FACTOR", "topic_replication_factor"
+        ),
+    )
+    relay_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("SLUICE_RELAY_LEASE_SECONDS", "relay_lease_seconds"),
+    )
+    relay_batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=50_000,
+        validation_alias=AliasChoices("SLUICE_RELAY_BATCH_SIZE", "relay_batch_size"),
+    )
+    relay_poll_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("SLUICE_RELAY_POLL_SECONDS", "relay_poll_seconds"),
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("SLUICE_METRICS_PORT", "metrics_port"),
+    )
+    # Run-once jobs (reconcile, webhook refresh) report through a text file and/or a push.
+    metrics_textfile_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLUICE_METRICS_TEXTFILE_DIR", "metrics_textfile_dir"),
+    )
+    pushgateway_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLUICE_PUSHGATEWAY_URL", "pushgateway_url"),
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off", validation_alias=AliasChoices("SLUICE_TRACING", "tracing")
+    )
+
+    consumer_group_prefix: str = Field(
+        default="sluice.",
+        validation_alias=AliasChoices("SLUICE_CONSUMER_GROUP_PREFIX", "consumer_group_prefix"),
+    )
+    consumer_batch_max: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("SLUICE_CONSUMER_BATCH_MAX", "consumer_batch_max"),
+    )
+    consumer_fetch_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        le=10_000,
+        validation_alias=AliasChoices("SLUICE_CONSUMER_FETCH_WAIT_MS", "consumer_fetch_wait_ms"),
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=500,
+        le=300_000,
+        validation_alias=AliasChoices(
+            "SLUICE_CONSUMER_SESSION_TIMEOUT_MS", "consumer_session_timeout_ms"
+        ),
+    )
+    consumer_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices(
+            "SLUICE_CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds"
+        ),
+    )
+    dlq_max_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        validation_alias=AliasChoices("SLUICE_DLQ_MAX_RATIO", "dlq_max_ratio"),
+    )
+    dlq_window: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("SLUICE_DLQ_WINDOW", "dlq_window"),
+    )
+
+    # Recovery: the backstop reconciler, replay and the admin trigger (recovery/).
+    square_api_url: str = Field(
+        default=SQUARE_API_URL,
+        validation_alias=AliasChoices("SQUARE_API_URL", "square_api_url"),
+    )
+    square_access_token: SecretStr | None = Field(
+        default=None, validation_alias="SQUARE_ACCESS_TOKEN"
+    )
+    square_requests_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        le=1000,
+        validation_alias=AliasChoices("SQUARE_REQUESTS_PER_SECOND", "square_requests_per_second"),
+    )
+    admin_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_ADMIN_TOKEN")
+
+    # The App API and Airtable write-back (api/, consumers/airtable_writeback.py).
+    api_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_API_TOKEN")
+    idempotency_ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        le=30 * 86_400,
+        validation_alias=AliasChoices("SLUICE_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds"),
+    )
+    changes_retention_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        le=30 * 86_400,
+        validation_alias=AliasChoices(
+            "SLUICE_CHANGES_RETENTION_SECONDS", "changes_retention_seconds"
+        ),
+    )
+    airtable_user_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("AIRTABLE_USER_ID", "airtable_user_ids")
+    )
+    airtable_breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("AIRTABLE_BREAKER_THRESHOLD", "airtable_breaker_threshold"),
+    )
+    airtable_breaker_reset_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices(
+            "AIRTABLE_BREAKER_RESET_SECONDS", "airtable_breaker_reset_seconds"
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_dsn(cls, value: str | None) -> str | None:
@@ -97,6 +297,57 @@ class Settings(BaseSettings):
             if key.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError("a placeholder value is not a signature key")
         return keys
+
+    @field_validator("airtable_user_ids", mode="before")
+    @classmethod
+    def _split_user_ids(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("square_access_token", "admin_token", "api_token")
+    @classmethod
+    def _refuse_placeholder_tokens(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and token.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("a placeholder value is not a token")
+        return token
+
+    def require_square_access_token(self) -> str:
+        if self.square_access_token is None:
+            raise RuntimeError("SQUARE_ACCESS_TOKEN is not set")
+        return self.square_access_token.get_secret_value()
+
+    @field_validator("airtable_webhook_secrets", mode="before")
+    @classmethod
+    def _split_webhook_secrets(cls, value: object) -> object:
+        return _split_pairs(value)
+
+    @field_validator("airtable_webhook_secrets")
+    @classmethod
+    def _refuse_placeholder_macs(cls, secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for webhook_id, secret in secrets.items():
+            if not webhook_id.startswith("ach"):
+                raise ValueError("AIRTABLE_WEBHOOK_SECRETS keys must be webhook ids (ach...)")
+            if secret.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError("a placeholder value is not a MAC secret")
+        return secrets
+
+    @property
+    def airtable_endpoint(self) -> str:
+        return (self.airtable_api_url or AIRTABLE_API_URL).rstrip("/")
+
+    def require_airtable_api_key(self) -> str:
+        if self.airtable_api_key is None:
+            raise RuntimeError("AIRTABLE_API_KEY is not set")
+        return self.airtable_api_key.get_secret_value()
+
+    @model_validator(mode="after")
+    def _lease_outlasts_delivery(self) -> Settings:
+        # A send can take up to about three request timeouts (metadata, queueing, the request);
+        # a bucket lease must outlast that, or two relays could publish one bucket at once.
+        if self.relay_lease_seconds * 1000 < 4 * self.kafka_request_timeout_ms:
+            raise ValueError(
+                "SLUICE_RELAY_LEASE_SECONDS must be at least 4 x SLUICE_KAFKA_REQUEST_TIMEOUT_MS"
+            )
+        return self
 
     @property
     def square_verification_configured(self) -> bool:

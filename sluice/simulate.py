@@ -10,7 +10,10 @@ import secrets
 import string
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from outbox.enqueue import OutboxMessage
 
 SQUARE_EVENT_TYPES = (
     "booking.created",
@@ -143,3 +146,16 @@ def signed_square_delivery(
         headers["square-retry-number"] = str(retry_number)
         headers["square-retry-reason"] = "http_timeout"
     return body, headers
+
+
+def square_kafka_message(event: dict[str, Any]) -> OutboxMessage:
+    """What the relay publishes for this webhook body: value, key and headers, as ingest builds
+    them. For tests and benchmarks that feed consumers without going through ingest."""
+    from ingest.square_events import square_outbox_message  # noqa: PLC0415 - keep the CLI light
+    from schemas.square import SquareEvent  # noqa: PLC0415
+
+    text = json.dumps(event)
+    envelope = SquareEvent.model_validate_json(text)
+    return square_outbox_message(
+        envelope, text, event_id=uuid.uuid4(), received_at=datetime.now(UTC)
+    )

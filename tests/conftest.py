@@ -10,6 +10,7 @@ from ingest.app import create_app
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres
 from sluice.logging import configure_logging
 from sluice.settings import Settings
+from tests.apache_kafka import apache_kafka, use_apache_kafka
 from tests.services import PostgresCluster, cluster_from_env, libpq_url, running_server
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ def kafka_bootstrap() -> Iterator[str]:
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if servers:
         yield servers
+        return
+    if use_apache_kafka():  # SLUICE_TEST_KAFKA, or a Docker engine that answers
+        with apache_kafka() as bootstrap:
+            yield bootstrap
         return
     broker = EmbeddedBroker()
     broker.start()

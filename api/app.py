@@ -1,0 +1,82 @@
+"""The App API (`sluice api`): what the staff app and the portal read and change.
+
+A Starlette app of its own, beside ingest and admin: ingest must answer webhooks within the
+providers' deadlines and faces the internet for them alone, while this API serves people, holds
+long-lived event streams, and is authenticated with its own token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api import jobs, leads
+from api.auth import BearerAuth
+from api.changes import ChangeFeed, changes
+from api.openapi import openapi_document
+from sluice.db import create_engine
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request
+
+    from sluice.settings import Settings
+
+OPENAPI_PATH = "/api/openapi.json"
+PUBLIC_PATHS = (OPENAPI_PATH, "/healthz")
+
+
+def routes() -> list[Route]:
+    async def openapi(_request: Request) -> JSONResponse:
+        return JSONResponse(openapi_document())
+
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return [
+        Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/api/jobs/status", jobs.bulk_status, methods=["POST"]),
+        Route("/api/jobs/{id}", jobs.get_job, methods=["GET"]),
+        Route("/api/jobs/{id}", jobs.patch_job, methods=["PATCH"]),
+        Route("/api/leads", leads.list_leads, methods=["GET"]),
+        Route("/api/leads/{id}", leads.get_lead, methods=["GET"]),
+        Route("/api/leads/{id}", leads.patch_lead, methods=["PATCH"]),
+        Route("/api/leads/{id}/claim", leads.claim_lead, methods=["POST"]),
+        Route("/api/leads/{id}/unclaim", leads.unclaim_lead, methods=["POST"]),
+        Route("/api/changes", changes, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+
+
+def create_api_app(settings: Settings) -> BearerAuth:
+    database_url = settings.require_database_url()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(
+            database_url, pool_size=settings.db_pool_size, application_name="sluice-api"
+        )
+        feed = ChangeFeed(engine, database_url, settings.changes_retention_seconds)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.feed = feed
+        feed_task = asyncio.create_task(feed.run())
+        try:
+            yield
+        finally:
+            feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed_task
+            await engine.dispose()
+
+    app = Starlette(routes=routes(), lifespan=lifespan)
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    return BearerAuth(app, token, PUBLIC_PATHS)

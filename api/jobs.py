@@ -1,0 +1,200 @@
+"""Jobs: reads with ETags, staff changes with enforced work-status transitions, bulk status.
+
+A status change appends `{from, to, by, at}` to `status_history` in the same statement; `at` is
+the transaction's time. Rows are locked (FOR UPDATE, in id order for bulk changes) before the
+transition is checked, so two staff members cannot both move a job from the same status.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from api.announce import announce, change_message
+from api.responses import ApiError, etag_response
+from api.transitions import allowed_from, is_allowed
+from api.writes import state_change
+from schemas.app_api import AppChange, BulkStatus, JobPatch
+from schemas.projections import JOBS
+from sluice.db import transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+MAX_LIST = 1000
+_JSON_COLUMNS = frozenset({"checklist", "photos_meta", "receipt_photos", "payment", "vehicle_info"})
+
+_LIST = text(
+    """
+    SELECT * FROM jobs
+    WHERE (CAST(:from_ AS timestamptz) IS NULL OR start_at >= CAST(:from_ AS timestamptz))
+      AND (CAST(:to AS timestamptz) IS NULL OR start_at < CAST(:to AS timestamptz))
+    ORDER BY start_at NULLS LAST, booking_id
+    LIMIT :limit
+    """
+)
+_ONE = text("SELECT * FROM jobs WHERE booking_id = :id")
+_LOCK = text("SELECT *, now() AS txn_now FROM jobs WHERE booking_id = :id FOR UPDATE")
+_LOCK_MANY = text(
+    "SELECT booking_id, work_status, now() AS txn_now FROM jobs "
+    "WHERE booking_id = ANY(CAST(:ids AS text[])) ORDER BY booking_id FOR UPDATE"
+)
+_HISTORY = (
+    "status_history = status_history || jsonb_build_array(jsonb_build_object("
+    "'from', work_status, 'to', CAST(:work_status AS text), 'by', CAST(:actor AS text), "
+    "'at', now()))"
+)
+_BULK = text(
+    f"UPDATE jobs SET work_status = :work_status, {_HISTORY} "  # noqa: S608 - constant SQL
+    "WHERE booking_id = ANY(CAST(:ids AS text[])) AND work_status <> :work_status"
+)
+_MANY = text("SELECT * FROM jobs WHERE booking_id = ANY(CAST(:ids AS text[])) ORDER BY booking_id")
+
+
+def _row(row: Any) -> dict[str, Any]:  # noqa: ANN401 - a SQLAlchemy row
+    data = dict(row._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
+    data.pop("txn_now", None)
+    return data
+
+
+def parse_bound(value: str | None, name: str) -> datetime | None:
+    """An ISO date (midnight UTC) or a date-time with a zone."""
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(400, "bad_query", f"{name}: not an ISO 8601 date or date-time") from exc
+    if parsed.tzinfo is None:
+        raise ApiError(400, "bad_query", f"{name}: a date-time needs a time zone")
+    return parsed
+
+
+async def list_jobs(request: Request) -> Response:
+    query = request.query_params
+    try:
+        low = parse_bound(query.get("from"), "from")
+        high = parse_bound(query.get("to"), "to")
+        limit = int(query.get("limit", "500"))
+    except ApiError as exc:
+        return exc.response()
+    except ValueError:
+        return ApiError(400, "bad_query", "limit must be an integer").response()
+    if not 1 <= limit <= MAX_LIST:
+        return ApiError(400, "bad_query", f"limit must be 1 to {MAX_LIST}").response()
+    async with transaction(request.app.state.engine) as conn:
+        rows = await conn.execute(_LIST, {"from_": low, "to": high, "limit": limit})
+        jobs = [_row(r) for r in rows]
+    return etag_response(request, {"jobs": jobs})
+
+
+async def get_job(request: Request) -> Response:
+    async with transaction(request.app.state.engine) as conn:
+        row = (await conn.execute(_ONE, {"id": request.path_params["id"]})).first()
+    if row is None:
+        return ApiError(404, "not_found", "no such job").response()
+    return etag_response(request, _row(row))
+
+
+def _refused(booking_id: str, current: str, wanted: str) -> dict[str, Any]:
+    return {"id": booking_id, "from": current, "to": wanted, "allowed": allowed_from(current)}
+
+
+async def _patch(
+    conn: AsyncConnection, body: JobPatch, key: str, booking_id: str
+) -> tuple[int, Any]:
+    row = (await conn.execute(_LOCK, {"id": booking_id})).first()
+    if row is None:
+        raise ApiError(404, "not_found", "no such job")
+    fields = body.model_fields_set - {"actor"}
+    if not fields:
+        raise ApiError(422, "nothing_to_change", "send at least one field besides actor")
+    sets: list[str] = []
+    params: dict[str, Any] = {"id": booking_id, "actor": body.actor}
+    changed: list[str] = []
+    if "work_status" in fields and body.work_status != row.work_status:
+        wanted = str(body.work_status)
+        if not is_allowed(row.work_status, wanted):
+            raise ApiError(
+                409,
+                "transition_refused",
+                f"a job cannot go from {row.work_status} to {wanted}",
+                **_refused(booking_id, row.work_status, wanted),
+            )
+        # SET expressions read the old row: the history entry records the old status.
+        sets += [_HISTORY, "work_status = :work_status"]
+        params["work_status"] = wanted
+        changed += ["work_status", "status_history"]
+    for name in sorted(fields - {"work_status"}):
+        value = body.model_dump(mode="json", include={name})[name]
+        if name in _JSON_COLUMNS:
+            sets.append(f"{name} = CAST(:{name} AS jsonb)")
+            params[name] = None if value is None else json.dumps(value)
+        else:
+            sets.append(f"{name} = :{name}")
+            params[name] = value
+        changed.append(name)
+    if not changed:
+        return 200, _row(row)  # the status it already has: nothing to do, nothing to announce
+    updated = (
+        await conn.execute(
+            text(f"UPDATE jobs SET {', '.join(sets)} WHERE booking_id = :id RETURNING *"),  # noqa: S608 - declared columns
+            params,
+        )
+    ).one()
+    change = AppChange(
+        entity="jobs", id=booking_id, columns=changed, actor=body.actor, changed_at=row.txn_now
+    )
+    await announce(conn, [change_message(change, key)])
+    return 200, _row(updated)
+
+
+async def patch_job(request: Request) -> Response:
+    booking_id = request.path_params["id"]
+    return await state_change(
+        request, JobPatch, JOBS, lambda conn, body, key: _patch(conn, body, key, booking_id)
+    )
+
+
+async def _bulk(conn: AsyncConnection, body: BulkStatus, key: str) -> tuple[int, Any]:
+    rows = list(await conn.execute(_LOCK_MANY, {"ids": body.ids}))
+    found = {r.booking_id: r for r in rows}
+    missing = sorted(set(body.ids) - set(found))
+    if missing:
+        raise ApiError(404, "not_found", "some jobs do not exist; none changed", ids=missing)
+    wanted = body.work_status
+    refused = [
+        _refused(r.booking_id, r.work_status, wanted)
+        for r in rows
+        if r.work_status != wanted and not is_allowed(r.work_status, wanted)
+    ]
+    if refused:
+        raise ApiError(
+            409,
+            "transition_refused",
+            "some jobs cannot take this status; none changed",
+            refused=refused,
+        )
+    moving = [r.booking_id for r in rows if r.work_status != wanted]
+    if moving:
+        await conn.execute(_BULK, {"ids": moving, "work_status": wanted, "actor": body.actor})
+        columns = ["work_status", "status_history"]
+        at = rows[0].txn_now
+        changes = [
+            AppChange(entity="jobs", id=i, columns=columns, actor=body.actor, changed_at=at)
+            for i in moving
+        ]
+        await announce(conn, [change_message(c, key) for c in changes])
+    jobs = [_row(r) for r in await conn.execute(_MANY, {"ids": body.ids})]
+    return 200, {"jobs": jobs, "changed": moving}
+
+
+async def bulk_status(request: Request) -> Response:
+    return await state_change(request, BulkStatus, JOBS, _bulk)

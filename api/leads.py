@@ -1,0 +1,184 @@
+"""Leads: reads with ETags and the record's write-back status, claim / unclaim, notes.
+
+Every change stamps the changed app-owned fields and marks the lead pending for the write-back
+to Airtable (consumers/lead_sync.py), in the same transaction as the change and its outbox row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from api.announce import announce, change_message
+from api.responses import ApiError, etag_response
+from api.writes import state_change
+from consumers.lead_sync import stamp_app_change, sync_status
+from schemas.app_api import AppChange, Claim, LeadPatch, Unclaim
+from schemas.leads import LEADS
+from sluice.db import transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+MAX_LIST = 1000
+
+_LIST = text(
+    """
+    SELECT * FROM leads
+    WHERE (CAST(:claimed_by AS text) IS NULL OR claimed_by = CAST(:claimed_by AS text))
+      AND (CAST(:deleted AS boolean) OR deleted_at IS NULL)
+    ORDER BY record_id
+    LIMIT :limit
+    """
+)
+_ONE = text("SELECT * FROM leads WHERE record_id = :id")
+_LOCK = text("SELECT *, now() AS txn_now FROM leads WHERE record_id = :id FOR UPDATE")
+_CONFLICTS = text(
+    """
+    SELECT column_name, app_value, app_changed_at, airtable_value, airtable_changed_at,
+           detected_at
+    FROM sync_conflicts WHERE record_id = :id ORDER BY id DESC LIMIT 20
+    """
+)
+
+
+def _lead(row: Any, sync: dict[str, Any] | None) -> dict[str, Any]:  # noqa: ANN401 - a row
+    data = dict(row._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
+    data.pop("txn_now", None)
+    data["sync"] = sync
+    return data
+
+
+async def _leads_with_sync(conn: AsyncConnection, rows: list[Any]) -> list[dict[str, Any]]:
+    syncs = await sync_status(conn, [r.record_id for r in rows])
+    return [_lead(r, dict(syncs[r.record_id]) if r.record_id in syncs else None) for r in rows]
+
+
+async def list_leads(request: Request) -> Response:
+    query = request.query_params
+    try:
+        limit = int(query.get("limit", "500"))
+    except ValueError:
+        return ApiError(400, "bad_query", "limit must be an integer").response()
+    if not 1 <= limit <= MAX_LIST:
+        return ApiError(400, "bad_query", f"limit must be 1 to {MAX_LIST}").response()
+    deleted = query.get("include_deleted", "false").lower() in ("1", "true", "yes")
+    params = {"claimed_by": query.get("claimed_by"), "deleted": deleted, "limit": limit}
+    async with transaction(request.app.state.engine) as conn:
+        rows = list(await conn.execute(_LIST, params))
+        leads = await _leads_with_sync(conn, rows)
+    return etag_response(request, {"leads": leads})
+
+
+async def get_lead(request: Request) -> Response:
+    record_id = request.path_params["id"]
+    async with transaction(request.app.state.engine) as conn:
+        row = (await conn.execute(_ONE, {"id": record_id})).first()
+        if row is None:
+            return ApiError(404, "not_found", "no such lead").response()
+        (lead,) = await _leads_with_sync(conn, [row])
+        lead["conflicts"] = [
+            dict(c._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
+            for c in await conn.execute(_CONFLICTS, {"id": record_id})
+        ]
+    return etag_response(request, lead)
+
+
+async def _locked(conn: AsyncConnection, record_id: str) -> Any:  # noqa: ANN401 - a row
+    row = (await conn.execute(_LOCK, {"id": record_id})).first()
+    if row is None:
+        raise ApiError(404, "not_found", "no such lead")
+    if row.deleted_at is not None:
+        raise ApiError(409, "deleted", "the lead was deleted in Airtable")
+    return row
+
+
+async def _write(
+    conn: AsyncConnection,
+    row: Any,  # noqa: ANN401 - the locked row
+    values: dict[str, Any],
+    actor: str,
+    key: str,
+) -> tuple[int, Any]:
+    columns = sorted(values)
+    sets = [f"{c} = :{c}" for c in columns]
+    updated = (
+        await conn.execute(
+            text(f"UPDATE leads SET {', '.join(sets)} WHERE record_id = :id RETURNING *"),  # noqa: S608 - declared columns
+            {**values, "id": row.record_id},
+        )
+    ).one()
+    await stamp_app_change(conn, row.record_id, columns)
+    change = AppChange(
+        entity="leads", id=row.record_id, columns=columns, actor=actor, changed_at=row.txn_now
+    )
+    await announce(conn, [change_message(change, key)])
+    (lead,) = await _leads_with_sync(conn, [updated])
+    return 200, lead
+
+
+async def _unchanged(conn: AsyncConnection, row: Any) -> tuple[int, Any]:  # noqa: ANN401
+    (lead,) = await _leads_with_sync(conn, [row])
+    return 200, lead
+
+
+async def _claim(conn: AsyncConnection, body: Claim, key: str, record_id: str) -> tuple[int, Any]:
+    row = await _locked(conn, record_id)
+    if row.claimed_by == body.actor:
+        return await _unchanged(conn, row)
+    if row.claimed_by is not None:
+        raise ApiError(
+            409, "already_claimed", f"claimed by {row.claimed_by}", claimed_by=row.claimed_by
+        )
+    values = {"claimed_by": body.actor, "claimed_at": row.txn_now}
+    return await _write(conn, row, values, body.actor, key)
+
+
+async def _unclaim(
+    conn: AsyncConnection, body: Unclaim, key: str, record_id: str
+) -> tuple[int, Any]:
+    row = await _locked(conn, record_id)
+    if row.claimed_by is None:
+        return await _unchanged(conn, row)
+    if row.claimed_by != body.actor and not body.force:
+        raise ApiError(
+            409,
+            "claimed_by_another",
+            f"claimed by {row.claimed_by}; send force: true to release it",
+            claimed_by=row.claimed_by,
+        )
+    values = {"claimed_by": None, "claimed_at": None}
+    return await _write(conn, row, values, body.actor, key)
+
+
+async def _patch(
+    conn: AsyncConnection, body: LeadPatch, key: str, record_id: str
+) -> tuple[int, Any]:
+    row = await _locked(conn, record_id)
+    if "notes" not in body.model_fields_set:
+        raise ApiError(422, "nothing_to_change", "send notes")
+    return await _write(conn, row, {"notes": body.notes}, body.actor, key)
+
+
+async def claim_lead(request: Request) -> Response:
+    record_id = request.path_params["id"]
+    return await state_change(
+        request, Claim, LEADS, lambda conn, body, key: _claim(conn, body, key, record_id)
+    )
+
+
+async def unclaim_lead(request: Request) -> Response:
+    record_id = request.path_params["id"]
+    return await state_change(
+        request, Unclaim, LEADS, lambda conn, body, key: _unclaim(conn, body, key, record_id)
+    )
+
+
+async def patch_lead(request: Request) -> Response:
+    record_id = request.path_params["id"]
+    return await state_change(
+        request, LeadPatch, LEADS, lambda conn, body, key: _patch(conn, body, key, record_id)
+    )

@@ -1,0 +1,67 @@
+"""JSON responses, problems, and ETags for polling clients."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_jsonable_python
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from starlette.requests import Request
+
+
+class ApiError(Exception):
+    """An answer other than success, with the JSON body to send."""
+
+    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:  # noqa: ANN401 - JSON values
+        super().__init__(detail)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error, "detail": detail, **extra}
+
+    def response(self) -> Response:
+        return json_response(self.body, self.status)
+
+
+def jsonable(body: Any) -> Any:  # noqa: ANN401 - any JSON document
+    return to_jsonable_python(body)
+
+
+def render(body: Any) -> bytes:  # noqa: ANN401 - any JSON document
+    return json.dumps(jsonable(body), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(
+    body: Any,  # noqa: ANN401 - any JSON document
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        render(body), status, headers=dict(headers or {}), media_type="application/json"
+    )
+
+
+def problem(status: int, error: str, detail: str, **extra: Any) -> Response:  # noqa: ANN401
+    return ApiError(status, error, detail, **extra).response()
+
+
+def _matches(if_none_match: str, tag: str) -> bool:
+    if if_none_match.strip() == "*":
+        return True
+    # Weak comparison (RFC 9110 13.1.2): W/ prefixes do not matter for GET.
+    candidates = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return tag in candidates
+
+
+def etag_response(request: Request, body: Any) -> Response:  # noqa: ANN401 - any JSON document
+    """200 with a strong ETag of the body, or 304 when the client already has this body."""
+    content = render(body)
+    tag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("if-none-match", ""), tag):
+        return Response(status_code=304, headers=headers)
+    return Response(content, 200, headers=headers, media_type="application/json")

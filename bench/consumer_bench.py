@@ -1,0 +1,297 @@
+"""Jobs consumer benchmark: apply rate from a pre-filled topic, and webhook-to-row latency.
+
+1. apply rate: fills fresh topics with Square booking and customer events (shaped exactly as the
+   relay publishes them), then runs the jobs consumer runtime until it has applied them all;
+2. end to end: runs `sluice serve`, `sluice relay` and `sluice consume jobs` as processes, posts
+   signed booking.created webhooks at a fixed rate, and times each from its 2xx to its jobs row
+   being visible to another connection.
+
+Starts an embedded PostgreSQL and broker unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set.
+
+    python bench/consumer_bench.py [--events 50000] [--rate 1000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from aiokafka import AIOKafkaProducer
+
+from consumers.jobs import JobsProjection
+from consumers.runtime import ConsumerConfig, ConsumerRuntime
+from outbox.topics import ensure_topics, pipeline_topics
+from sluice.db import create_engine
+from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from sluice.logging import configure_logging
+from sluice.migrate import upgrade
+from sluice.simulate import signed_square_delivery, square_event, square_kafka_message
+
+KEY = "bench-signature-key"
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def fresh_database(admin_url: str) -> str:
+    name = f"sluice_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    return url
+
+
+def events(count: int) -> list[dict[str, Any]]:
+    """Nine bookings to one customer event; bookings get a few versions each, like real life."""
+    out: list[dict[str, Any]] = []
+    customers = [f"CUST{i:06d}" for i in range(max(1, count // 50))]
+    for i in range(count):
+        customer_id = customers[i % len(customers)]
+        if i % 10 == 9:
+            out.append(square_event("customer.updated", entity_id=customer_id, version=i))
+        else:
+            booking_id = f"bk{i % (count // 3 + 1):08d}"
+            out.append(
+                square_event(
+                    "booking.updated", entity_id=booking_id, version=i, customer_id=customer_id
+                )
+            )
+    return out
+
+
+async def fill(bootstrap: str, topics: tuple[str, str], count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256_000)
+    await producer.start()
+    try:
+        pending = []
+        for event in events(count):
+            message = square_kafka_message(event)
+            topic = topics[0] if event["data"]["type"] == "booking" else topics[1]
+            pending.append(
+                await producer.send(
+                    topic,
+                    value=message.payload_json.encode(),
+                    key=message.key.encode(),
+                    headers=[(k, v.encode()) for k, v in message.headers.items()],
+                )
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def apply_rate(database_url: str, bootstrap: str, count: int, batch: int) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    topics = (f"bench.bookings.{suffix}", f"bench.customers.{suffix}")
+    await ensure_topics(bootstrap, topics, partitions=4)
+    started = time.monotonic()
+    await fill(bootstrap, topics, count)
+    print(f"filled {count} events in {time.monotonic() - started:.1f} s")
+
+    engine = create_engine(database_url, pool_size=2)
+    runtime = ConsumerRuntime(
+        JobsProjection(topics),
+        engine,
+        ConsumerConfig(
+            bootstrap_servers=bootstrap,
+            group_id=f"bench-{suffix}",
+            batch_max=batch,
+            session_timeout_ms=1000,
+            rebalance_timeout_ms=1000,
+        ),
+    )
+    task = asyncio.create_task(runtime.run())
+    await runtime.assigned.wait()
+    while runtime.stats.messages == 0:  # noqa: ASYNC110 - polling a counter is the point
+        await asyncio.sleep(0.001)
+    first = time.monotonic()
+    while runtime.stats.messages < count:
+        await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+    elapsed = time.monotonic() - first
+    runtime.stop()
+    await task
+    await engine.dispose()
+    s = runtime.stats
+    print(
+        f"apply rate: {count / elapsed:,.0f} events/s ({count} events in {elapsed:.2f} s, "
+        f"{s.batches} batches of up to {batch}; applied {s.applied}, dead-lettered "
+        f"{s.dead_lettered})"
+    )
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice", *args], env=env, stdout=out, stderr=out
+        )
+
+
+async def end_to_end(database_url: str, bootstrap: str, rate: int, seconds: int) -> None:
+    await ensure_topics(bootstrap, pipeline_topics(), partitions=4)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/square"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SQUARE_WEBHOOK_SIGNATURE_KEYS": KEY,
+        "SQUARE_WEBHOOK_URL": url,
+        "SLUICE_KAFKA_IDEMPOTENCE": "false",
+        "SLUICE_LOG_LEVEL": "warning",
+        "SLUICE_LOG_FORMAT": "json",
+        "SLUICE_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+    }
+    logs = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    processes = [
+        start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, logs / "ingest.log"),
+        start(["relay"], env, logs / "relay.log"),
+        start(
+            ["consume", "jobs", "--group-id", f"bench-{uuid.uuid4().hex[:8]}"], env, logs / "c.log"
+        ),
+    ]
+    try:
+        await _wait_ready(port)
+        await asyncio.sleep(3)  # let the consumer join its group
+        total = rate * seconds
+        deliveries = []
+        for _ in range(total):
+            event = square_event("booking.created")
+            deliveries.append(
+                (
+                    event["data"]["id"].split(":")[0],
+                    *signed_square_delivery(event, key=KEY, url=url),
+                )
+            )
+        latencies = await _drive(database_url, url, deliveries, rate)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
+    warm = latencies[len(latencies) // 10 :]  # drop the first tenth (connection warm-up)
+    warm.sort()
+    print(
+        f"end to end at {rate}/s for {seconds} s: p50 {_pct(warm, 50):.1f} ms, "
+        f"p99 {_pct(warm, 99):.1f} ms, max {warm[-1]:.1f} ms ({len(warm)} events measured; "
+        f"logs in {logs})"
+    )
+
+
+def _pct(sorted_values: list[float], pct: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * pct / 100))]
+
+
+async def _wait_ready(port: int) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("ingest did not become ready")
+
+
+async def _drive(  # noqa: C901 - one load generator with its watcher
+    database_url: str, url: str, deliveries: list[tuple[str, bytes, dict[str, str]]], rate: int
+) -> list[float]:
+    acked: dict[str, float] = {}
+    failed: list[str] = []
+    seen: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        conn = await psycopg.AsyncConnection.connect(libpq(database_url), autocommit=True)
+        async with conn:
+            while not done.is_set() or len(seen) < len(acked):
+                waiting = [b for b in acked if b not in seen]
+                if waiting:
+                    rows = await conn.execute(
+                        "SELECT booking_id FROM jobs WHERE booking_id = ANY(%s)", (waiting,)
+                    )
+                    now = time.monotonic()
+                    for (booking_id,) in await rows.fetchall():
+                        seen[booking_id] = now
+                await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def send(booking_id: str, body: bytes, headers: dict[str, str]) -> None:
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError:
+                failed.append(booking_id)
+                return
+            if response.status_code == 200:
+                acked[booking_id] = time.monotonic()
+            else:
+                failed.append(booking_id)
+
+        begin = time.monotonic()
+        sends = []
+        for i, (booking_id, body, headers) in enumerate(deliveries):
+            delay = begin + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sends.append(asyncio.create_task(send(booking_id, body, headers)))
+        await asyncio.gather(*sends)
+    done.set()
+    if failed:
+        print(f"{len(failed)} deliveries failed or were refused (load generator or ingest)")
+    await asyncio.wait_for(watcher, 60)
+    return [(seen[b] - acked[b]) * 1000 for b in acked]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    postgres = broker = None
+    database_url = os.environ.get("DATABASE_URL")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    try:
+        if database_url is None:
+            postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
+            database_url = postgres.start()
+        if bootstrap is None:
+            broker = EmbeddedBroker()
+            bootstrap = broker.start()
+        await apply_rate(fresh_database(database_url), bootstrap, args.events, args.batch)
+        if args.rate:
+            await end_to_end(fresh_database(database_url), bootstrap, args.rate, args.seconds)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=1000, help="0 skips the end-to-end part")
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kafka consumers: a generic runtime and the projections it applies messages with."""

@@ -1,0 +1,118 @@
+"""The Airtable payload fetcher, as a consumer of `airtable.pings`.
+
+A ping only says "webhook W has new payloads". For each webhook pinged in a batch (coalesced:
+one fetch however many pings), the fetcher registers the webhook if new, then fetches pages
+from the stored cursor (see ingest/airtable_fetch.py: each page, its events and the cursor are
+one transaction of their own). A fetch that stops at `max_pages` leaves a continuation ping in
+the outbox, in the batch's transaction, so a long backlog never holds up the consumer group and
+is never forgotten either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from consumers.errors import InvalidMessageError, TransientError
+from consumers.message import Decoded
+from ingest.airtable_api import AirtableUnavailableError
+from ingest.airtable_fetch import UnknownWebhookError, fetch_webhook, register_webhook
+from outbox.enqueue import OutboxMessage, enqueue
+from schemas.airtable import SOURCE, AirtablePing
+from schemas.envelope import CloudEvent
+from schemas.topics import Topic
+from sluice.db import transaction
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from consumers.message import ConsumedMessage
+    from ingest.airtable_api import AirtableClient
+
+MAX_PAGES_PER_PING = 100  # 20 s at 5 requests/s
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    webhook_id: str
+    base_id: str
+
+
+class AirtableFetcher:
+    def __init__(
+        self,
+        client: AirtableClient,
+        topics: Sequence[str] = (Topic.AIRTABLE_PINGS.value,),
+        *,
+        max_pages: int = MAX_PAGES_PER_PING,
+    ) -> None:
+        self._client = client
+        self._topics = tuple(topics)
+        self._max_pages = max_pages
+
+    @property
+    def name(self) -> str:
+        return "airtable-fetcher"
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return self._topics
+
+    def decode(self, message: ConsumedMessage) -> Decoded[Ping] | None:
+        if message.value is None:
+            raise InvalidMessageError("message has no value")
+        try:
+            event = CloudEvent[AirtablePing].model_validate_json(message.value)
+        except ValidationError as exc:
+            raise InvalidMessageError(f"not an Airtable ping event: {exc}") from exc
+        ping = event.data
+        return Decoded(event.id, Ping(ping.webhook.id, ping.base.id))
+
+    async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> None:
+        engine = conn.engine
+        for ping in {p.webhook_id: p for p in items}.values():
+            async with transaction(engine) as own:
+                await register_webhook(own, ping.webhook_id, ping.base_id)
+            try:
+                result = await fetch_webhook(
+                    engine, self._client, ping.webhook_id, max_pages=self._max_pages
+                )
+            except AirtableUnavailableError as exc:
+                raise TransientError(str(exc)) from exc
+            except UnknownWebhookError as exc:
+                raise InvalidMessageError(f"webhook {exc} is not registered") from exc
+            if result.more:
+                await enqueue(conn, [continuation(ping)])
+
+
+def continuation(ping: Ping) -> OutboxMessage:
+    """A ping of our own: fetch the rest of this webhook's backlog."""
+    now = datetime.now(UTC)
+    event_id = uuid.uuid4()
+    body = AirtablePing.model_validate(
+        {"base": {"id": ping.base_id}, "webhook": {"id": ping.webhook_id}, "timestamp": now}
+    )
+    event = CloudEvent[AirtablePing](
+        id=str(event_id),
+        source=SOURCE,
+        type="airtable.ping",
+        subject=ping.webhook_id,
+        time=now,
+        data=body,
+        providereventid=f"continuation:{event_id}",
+        receivedat=now,
+        entitytype="webhook",
+    )
+    return OutboxMessage(
+        topic=Topic.AIRTABLE_PINGS,
+        key=ping.webhook_id,
+        payload_json=event.model_dump_json(),
+        headers=event.kafka_headers(),
+        event_id=event_id,
+    )

@@ -1,0 +1,108 @@
+"""Write-back state of leads: which app-owned fields changed when, on which side, and the
+per-record sync status (pending / synced / failed) the API shows.
+
+Three writers, each in the transaction of its own change:
+
+- the App API stamps `app_changed_at` on the fields staff changed and marks the record pending;
+- the leads projection stamps `airtable_changed_at` when someone other than us changed an
+  app-owned field in Airtable (our own writes coming back are echoes and stamp nothing);
+- the write-back pusher records what it pushed, the conflicts it skipped, and the outcome.
+
+A field needs pushing while `app_changed_at` is newer than `pushed_app_changed_at`; it is a
+conflict, and skipped, when Airtable changed it later than the app did.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+SyncStatus = str  # "pending" | "synced" | "failed"
+
+_STAMP_APP = text(
+    """
+    INSERT INTO lead_sync_fields (record_id, column_name, app_changed_at)
+    SELECT :record_id, c, now() FROM unnest(CAST(:columns AS text[])) AS c
+    ON CONFLICT (record_id, column_name) DO UPDATE SET app_changed_at = EXCLUDED.app_changed_at
+    """
+)
+
+_MARK_PENDING = text(
+    """
+    INSERT INTO lead_sync (record_id, status, next_attempt_at, updated_at)
+    SELECT r, 'pending', now(), now() FROM unnest(CAST(:ids AS text[])) AS r
+    ON CONFLICT (record_id) DO UPDATE
+    SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    """
+)
+
+_STAMP_AIRTABLE = text(
+    """
+    INSERT INTO lead_sync_fields (record_id, column_name, airtable_changed_at, airtable_value)
+    SELECT v.record_id, v.column_name, v.at, v.value
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS v(record_id text, column_name text, at timestamptz, value jsonb)
+    ON CONFLICT (record_id, column_name) DO UPDATE
+    SET airtable_changed_at = EXCLUDED.airtable_changed_at,
+        airtable_value = EXCLUDED.airtable_value
+    WHERE lead_sync_fields.airtable_changed_at IS NULL
+       OR lead_sync_fields.airtable_changed_at < EXCLUDED.airtable_changed_at
+    """
+)
+
+
+async def stamp_app_change(conn: AsyncConnection, record_id: str, columns: Sequence[str]) -> None:
+    """Staff changed `columns` of a lead now: they need pushing to Airtable."""
+    await conn.execute(_STAMP_APP, {"record_id": record_id, "columns": list(columns)})
+    await mark_pending(conn, [record_id])
+
+
+async def mark_pending(conn: AsyncConnection, record_ids: Collection[str]) -> None:
+    if record_ids:
+        await conn.execute(_MARK_PENDING, {"ids": sorted(set(record_ids))})
+
+
+async def stamp_airtable_changes(
+    conn: AsyncConnection, changes: Sequence[tuple[str, str, datetime, Any]]
+) -> None:
+    """(record id, column, when Airtable changed it, the value there) for app-owned fields."""
+    if not changes:
+        return
+    rows = [
+        {"record_id": r, "column_name": c, "at": at.isoformat(), "value": value}
+        for r, c, at, value in changes
+    ]
+    await conn.execute(_STAMP_AIRTABLE, {"rows": json.dumps(rows, default=str)})
+
+
+_SYNC_OF = text(
+    """
+    SELECT record_id, status, attempts, last_error, synced_at, updated_at, next_attempt_at
+    FROM lead_sync WHERE record_id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+
+async def sync_status(
+    conn: AsyncConnection, record_ids: Collection[str]
+) -> dict[str, Mapping[str, Any]]:
+    result = await conn.execute(_SYNC_OF, {"ids": list(record_ids)})
+    return {
+        row.record_id: {
+            "status": row.status,
+            "attempts": row.attempts,
+            "last_error": row.last_error,
+            "synced_at": row.synced_at,
+            "updated_at": row.updated_at,
+            "next_attempt_at": row.next_attempt_at,
+        }
+        for row in result
+    }

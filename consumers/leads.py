@@ -1,0 +1,66 @@
+"""The leads projection: `airtable.records` changes into `leads` (and any other mapped table).
+
+Mappings are declared in schemas/leads.py, ownership in the same place; the writing itself is in
+consumers/airtable_projection.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from consumers.airtable_projection import MappingResolver, apply_record_changes
+from consumers.errors import InvalidMessageError, TransientError
+from consumers.message import Decoded
+from ingest.airtable_api import AirtableUnavailableError
+from schemas.airtable import RecordChange
+from schemas.envelope import CloudEvent
+from schemas.leads import AIRTABLE_MAPPINGS
+from schemas.topics import Topic
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from consumers.message import ConsumedMessage
+    from ingest.airtable_api import AirtableClient
+    from schemas.airtable_mapping import TableMapping
+
+
+class LeadsProjection:
+    def __init__(
+        self,
+        client: AirtableClient,
+        topics: Sequence[str] = (Topic.AIRTABLE_RECORDS.value,),
+        mappings: Sequence[TableMapping] = AIRTABLE_MAPPINGS,
+        own_user_ids: Sequence[str] = (),
+    ) -> None:
+        self._resolver = MappingResolver(client, mappings)
+        self._topics = tuple(topics)
+        # Our Airtable user(s): their API changes are the write-back's echo (AIRTABLE_USER_ID).
+        self._own_user_ids = frozenset(own_user_ids)
+
+    @property
+    def name(self) -> str:
+        return "leads"
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return self._topics
+
+    def decode(self, message: ConsumedMessage) -> Decoded[RecordChange] | None:
+        if message.value is None:
+            raise InvalidMessageError("message has no value")
+        try:
+            event = CloudEvent[RecordChange].model_validate_json(message.value)
+        except ValidationError as exc:
+            raise InvalidMessageError(f"not an Airtable record change: {exc}") from exc
+        return Decoded(event.id, event.data)
+
+    async def apply(self, conn: AsyncConnection, items: Sequence[RecordChange]) -> None:
+        try:
+            await apply_record_changes(conn, self._resolver, items, self._own_user_ids)
+        except AirtableUnavailableError as exc:  # the schema lookup, once per base
+            raise TransientError(str(exc)) from exc

@@ -1,0 +1,369 @@
+"""The consumer runtime: Kafka in, one database transaction per batch, offsets after the commit.
+
+For each `getmany` batch:
+
+1. decode every message (no I/O); one that cannot be decoded is a dead letter;
+2. in ONE transaction: record the event ids (consumer_dedupe) and apply the new ones, inside a
+   savepoint; if the batch fails for a reason that is not an outage, roll back to the savepoint
+   and apply message by message, each in its own savepoint, so a poison message becomes a dead
+   letter without taking its neighbours with it; check the dead-letter budget; store the dead
+   letters; commit;
+3. send the dead letters to `<topic>.dlq` and wait for the broker's acknowledgement;
+4. commit the offsets.
+
+A crash anywhere before step 4 redelivers the batch; the dedupe records committed in step 2 make
+the redelivery a no-op, so every event has its effect once. Database and broker failures are
+retried with capped exponential backoff; the batch stays in memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from consumers.dead_letters import DeadLetter, DeadLetterBudget, record_dead_letters
+from consumers.dedupe import claim_events
+from consumers.errors import InvalidMessageError, TransientError
+from consumers.message import ConsumedMessage, Decoded
+from sluice.db import DatabaseUnavailableError, is_transient, transaction
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+    from consumers.message import Projection
+    from sluice.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_RETRY_FIRST_SECONDS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    bootstrap_servers: str
+    group_id: str
+    batch_max: int = 500
+    fetch_wait_ms: int = 20
+    poll_ms: int = 200
+    session_timeout_ms: int = 10_000
+    rebalance_timeout_ms: int = 10_000
+    dlq_max_ratio: float = 0.1
+    dlq_window: int = 1000
+    retry_max_seconds: float = 30.0
+    # Bounded waits: for the batch in flight when partitions are revoked, and at stop.
+    drain_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, consumer: str, *, group_id: str | None = None
+    ) -> ConsumerConfig:
+        return cls(
+            bootstrap_servers=settings.require_kafka(),
+            group_id=group_id or f"{settings.consumer_group_prefix}{consumer}",
+            batch_max=settings.consumer_batch_max,
+            fetch_wait_ms=settings.consumer_fetch_wait_ms,
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            rebalance_timeout_ms=settings.consumer_session_timeout_ms,
+            dlq_max_ratio=settings.dlq_max_ratio,
+            dlq_window=settings.dlq_window,
+            retry_max_seconds=settings.consumer_retry_max_seconds,
+            drain_timeout_seconds=settings.consumer_session_timeout_ms / 1000,
+        )
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    batches: int = 0
+    messages: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    failures: int = 0  # transient failures retried; exported by consumers/observe.py
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    applied: int
+    duplicates: int
+    ignored: int
+    dead: list[DeadLetter]
+
+
+class _StoppingError(Exception):
+    """Stop was requested while a step was waiting to be retried; nothing was committed."""
+
+
+def _is_poison(exc: Exception) -> bool:
+    """Would applying this message again fail the same way? Outages say no; everything else yes."""
+    if isinstance(exc, InvalidMessageError):
+        return True
+    if isinstance(exc, DatabaseUnavailableError | TransientError):
+        return False
+    return not is_transient(exc)
+
+
+class ConsumerRuntime(Generic[T]):
+    def __init__(
+        self, projection: Projection[T], engine: AsyncEngine, config: ConsumerConfig
+    ) -> None:
+        self.projection = projection
+        self.config = config
+        self.stats = ConsumerStats()
+        self.assigned = asyncio.Event()  # set once the group has given us partitions
+        self._engine = engine
+        self._budget = DeadLetterBudget(config.dlq_max_ratio, config.dlq_window)
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._log = log.bind(consumer=projection.name, group_id=config.group_id)
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Finish the batch in flight, commit it, leave the group. Safe from a signal handler."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`. Raises DeadLetterLimitError when the DLQ budget is spent."""
+        c = self.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=c.bootstrap_servers,
+            group_id=c.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=c.batch_max,
+            fetch_max_wait_ms=c.fetch_wait_ms,
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=max(50, c.session_timeout_ms // 10),
+            rebalance_timeout_ms=c.rebalance_timeout_ms,
+        )
+        listener = _Rebalance(self._idle, self.assigned, c.drain_timeout_seconds)
+        consumer.subscribe(list(self.projection.topics), listener=listener)
+        producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, acks="all")
+        started: list[AIOKafkaConsumer | AIOKafkaProducer] = []
+        try:
+            for client in (producer, consumer):
+                await self._retrying("start", client.start)
+                started.append(client)
+            self._log.info("consumer.started", topics=list(self.projection.topics))
+            while not self._stopping.is_set():
+                records = await consumer.getmany(timeout_ms=c.poll_ms, max_records=c.batch_max)
+                if not records:
+                    continue
+                batch = [
+                    ConsumedMessage.from_record(record)
+                    for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
+                    for record in records[tp]
+                ]
+                self._idle.clear()
+                try:
+                    await self._handle(consumer, producer, batch)
+                except _StoppingError:
+                    break
+                finally:
+                    self._idle.set()
+        finally:
+            for client in reversed(started):
+                await client.stop()
+            self._log.info("consumer.stopped", **_as_dict(self.stats))
+
+    async def _handle(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: list[ConsumedMessage]
+    ) -> None:
+        outcome = await self.apply_batch(batch)
+        if outcome.dead:
+            await self._retrying(
+                "dead_letter_send", lambda: self._send_dead(producer, outcome.dead)
+            )
+        await self._retrying("offset_commit", lambda: self._commit_offsets(consumer, batch))
+
+        self._budget.record(len(batch), len(outcome.dead))
+        s = self.stats
+        s.batches += 1
+        s.messages += len(batch)
+        s.applied += outcome.applied
+        s.duplicates += outcome.duplicates
+        s.ignored += outcome.ignored
+        s.dead_lettered += len(outcome.dead)
+        self._log.debug(
+            "consumer.batch",
+            messages=len(batch),
+            applied=outcome.applied,
+            duplicates=outcome.duplicates,
+            dead_lettered=len(outcome.dead),
+        )
+
+    async def apply_batch(self, batch: Sequence[ConsumedMessage]) -> BatchOutcome:
+        """Decode and apply `batch` in one database transaction (retried while the database is
+        down). Everything but Kafka: the run loop sends dead letters and commits offsets after.
+        """
+        decoded: list[tuple[ConsumedMessage, Decoded[T]]] = []
+        undecodable: list[DeadLetter] = []
+        ignored = 0
+        for message in batch:
+            try:
+                item = self.projection.decode(message)
+            except InvalidMessageError as exc:
+                undecodable.append(DeadLetter(message, exc, message.header("ce_id")))
+                continue
+            if item is None:
+                ignored += 1
+            else:
+                decoded.append((message, item))
+        return await self._retrying(
+            "database", lambda: self._apply_batch(decoded, undecodable, len(batch), ignored)
+        )
+
+    async def _apply_batch(
+        self,
+        decoded: list[tuple[ConsumedMessage, Decoded[T]]],
+        undecodable: list[DeadLetter],
+        total: int,
+        ignored: int,
+    ) -> BatchOutcome:
+        async with transaction(self._engine) as conn:
+            try:
+                async with conn.begin_nested():
+                    applied, duplicates = await self._claim_and_apply(conn, decoded)
+                dead: list[DeadLetter] = []
+            except Exception as exc:
+                if not _is_poison(exc):
+                    raise
+                self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
+                applied, duplicates, dead = await self._apply_one_by_one(conn, decoded)
+            letters = [*undecodable, *dead]
+            # Before the commit: a batch that would pass the limit is applied nowhere.
+            self._budget.check(total, len(letters))
+            await record_dead_letters(conn, self.name, letters)
+        for letter in letters:
+            m = letter.message
+            self._log.warning(
+                "consumer.dead_letter",
+                topic=m.topic,
+                partition=m.partition,
+                offset=m.offset,
+                event_id=letter.event_id,
+                error_type=letter.error_type,
+                error=letter.error_text[:500],
+            )
+        return BatchOutcome(applied, duplicates, ignored, letters)
+
+    async def _apply_one_by_one(
+        self, conn: AsyncConnection, decoded: list[tuple[ConsumedMessage, Decoded[T]]]
+    ) -> tuple[int, int, list[DeadLetter]]:
+        applied = duplicates = 0
+        dead: list[DeadLetter] = []
+        for message, item in decoded:
+            try:
+                async with conn.begin_nested():
+                    a, d = await self._claim_and_apply(conn, [(message, item)])
+            except Exception as exc:
+                if not _is_poison(exc):
+                    raise
+                dead.append(DeadLetter(message, exc, item.event_id))
+            else:
+                applied += a
+                duplicates += d
+        return applied, duplicates, dead
+
+    async def _claim_and_apply(
+        self, conn: AsyncConnection, items: Sequence[tuple[ConsumedMessage, Decoded[T]]]
+    ) -> tuple[int, int]:
+        first: dict[str, Decoded[T]] = {}
+        for _, item in items:
+            first.setdefault(item.event_id, item)
+        fresh = await claim_events(conn, self.name, list(first))
+        new = [item.value for event_id, item in first.items() if event_id in fresh]
+        if new:
+            await self.projection.apply(conn, new)
+        return len(new), len(items) - len(new)
+
+    async def _send_dead(self, producer: AIOKafkaProducer, letters: list[DeadLetter]) -> None:
+        try:
+            pending = [
+                await producer.send(
+                    letter.dlq_topic,
+                    value=letter.message.value,
+                    key=letter.message.key,
+                    headers=letter.dlq_headers(self.name),
+                )
+                for letter in letters
+            ]
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise TransientError(f"dead-letter send failed: {exc}") from exc
+
+    async def _commit_offsets(
+        self, consumer: AIOKafkaConsumer, batch: list[ConsumedMessage]
+    ) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for m in batch:
+            offsets[TopicPartition(m.topic, m.partition)] = OffsetAndMetadata(m.offset + 1, "")
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions went to another member during a rebalance. It will redeliver from
+            # the last committed offsets; the dedupe records make that harmless.
+            self._log.warning("consumer.commit_lost_to_rebalance", error=str(exc))
+        except KafkaError as exc:
+            raise TransientError(f"offset commit failed: {exc}") from exc
+
+    async def _retrying(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
+        delay = _RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await attempt()
+            except (TransientError, DatabaseUnavailableError, KafkaError, OSError) as exc:
+                self.stats.failures += 1
+                if self._stopping.is_set():
+                    raise _StoppingError from exc
+                pause = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
+                self._log.warning("consumer.retrying", step=step, error=str(exc), pause=pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                delay = min(delay * 2, self.config.retry_max_seconds)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, idle: asyncio.Event, assigned: asyncio.Event, drain_seconds: float) -> None:
+        self._idle = idle
+        self._assigned = assigned
+        self._drain_seconds = drain_seconds
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in flight finish and commit its offsets, but never hold the group up
+        # for longer than the bound; past it, the next owner redelivers and dedupe absorbs it.
+        try:
+            await asyncio.wait_for(self._idle.wait(), self._drain_seconds)
+        except TimeoutError:
+            log.warning("consumer.revoke_without_drain", partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        names = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
+        log.info("consumer.assigned", partitions=names)
+        self._assigned.set()
+
+
+def _as_dict(stats: ConsumerStats) -> dict[str, int]:
+    return {name: getattr(stats, name) for name in ConsumerStats.__slots__}

@@ -1,0 +1,151 @@
+"""POST /webhooks/airtable: verify the ping's MAC, then record the ping durably.
+
+An Airtable notification says only "webhook W of base B has new payloads". It is stored like any
+other event (event row + outbox row on `airtable.pings`, one transaction, group commit) and the
+payload fetcher, a consumer of that topic, fetches the changes. Spurious and coalesced pings
+are harmless: a fetch with nothing new reads one empty page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+from pydantic import ValidationError
+
+from ingest.body import BodyTooLargeError, read_limited
+from ingest.record import NewEvent, RejectedEventError
+from ingest.responses import accepted, problem, validation_problem
+from outbox.enqueue import OutboxMessage
+from schemas.airtable import SOURCE, AirtablePing
+from schemas.envelope import CloudEvent, encode_with_raw_data
+from schemas.topics import Topic
+from sluice.db import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic import SecretStr
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from ingest.state import IngestState
+
+log = structlog.get_logger(__name__)
+
+MAC_HEADER = "x-airtable-content-mac"
+PING_TYPE = "airtable.ping"
+KEPT_HEADERS = ("content-type", "user-agent")
+# Airtable waits 25 s for an answer; answer 503 well before so it retries.
+ACK_DEADLINE_SECONDS = 8.0
+
+
+def content_mac(secret: bytes, body: bytes) -> str:
+    return "hmac-sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def matching_webhook(secrets: Mapping[str, SecretStr], body: bytes, header: str) -> str | None:
+    """The id of the webhook whose MAC secret signed `body`, if any.
+
+    Checked over the raw bytes before anything is parsed, and in constant time. (pyairtable's
+    `WebhookNotification.from_request` compares with `!=` and needs an ASCII body.)
+    """
+    found = None
+    for webhook_id, secret in secrets.items():
+        try:
+            key = base64.b64decode(secret.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if hmac.compare_digest(content_mac(key, body), header):
+            found = webhook_id
+    return found
+
+
+async def airtable_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - one return per answer
+    state: IngestState = request.app.state.ingest
+    settings = state.settings
+    if not settings.airtable_webhook_secrets:
+        return problem(503, "airtable webhook secrets are not configured", "not_configured")
+    try:
+        body = await read_limited(request, settings.max_body_bytes)
+    except BodyTooLargeError as exc:
+        return problem(413, str(exc), "too_large")
+
+    header = request.headers.get(MAC_HEADER)
+    if not header:
+        return problem(401, f"missing {MAC_HEADER} header", "missing_signature")
+    signed_by = matching_webhook(settings.airtable_webhook_secrets, body, header)
+    if signed_by is None:
+        return problem(401, "MAC does not match any known webhook", "bad_signature")
+    try:
+        ping = AirtablePing.model_validate_json(body)
+    except ValidationError as exc:
+        return validation_problem("body is not an Airtable notification", exc)
+    if ping.webhook.id != signed_by:
+        # Signed with one webhook's secret but naming another: not a ping we can trust.
+        return problem(401, "webhook in body does not match the MAC", "unknown_webhook")
+
+    event = _new_event(ping, body, request)
+    with structlog.contextvars.bound_contextvars(
+        source=SOURCE, provider_event_id=ping.provider_event_id, event_type=PING_TYPE
+    ):
+        try:
+            recorded = await asyncio.wait_for(state.writer.record(event), ACK_DEADLINE_SECONDS)
+        except (DatabaseUnavailableError, TimeoutError) as exc:
+            log.warning("airtable.store_unavailable", error=str(exc))
+            return problem(
+                503,
+                "database unavailable, retry later",
+                "unavailable",
+                headers={"Retry-After": "5"},
+            )
+        except RejectedEventError as exc:
+            return problem(400, str(exc), "malformed")
+        log.debug("airtable.ping_accepted", duplicate=recorded.duplicate)
+    return accepted(recorded)
+
+
+def _new_event(ping: AirtablePing, body: bytes, request: Request) -> NewEvent:
+    received_at = datetime.now(UTC)
+    event_id = uuid.uuid4()
+    cloud_event = CloudEvent[None](
+        id=str(event_id),
+        source=SOURCE,
+        type=PING_TYPE,
+        subject=ping.webhook.id,
+        time=ping.timestamp,
+        data=None,
+        providereventid=ping.provider_event_id,
+        receivedat=received_at,
+        entitytype="webhook",
+    )
+    message = OutboxMessage(
+        topic=Topic.AIRTABLE_PINGS,
+        key=ping.webhook.id,
+        payload_json=encode_with_raw_data(cloud_event, body.decode()),
+        headers=cloud_event.kafka_headers(),
+        event_id=event_id,
+    )
+    return NewEvent(
+        id=event_id,
+        source=SOURCE,
+        provider_event_id=ping.provider_event_id,
+        event_type=PING_TYPE,
+        entity_type="webhook",
+        entity_id=ping.webhook.id,
+        occurred_at=ping.timestamp,
+        received_at=received_at,
+        body=body,
+        headers={name: request.headers[name] for name in KEPT_HEADERS if name in request.headers},
+        retry_number=None,
+        retry_reason=None,
+        initial_delivery_at=None,
+        message=message,
+    )

@@ -1,0 +1,109 @@
+"""Reading a relay's outbox rows and deleting the published ones. Each call is one short
+transaction: none stays open while records travel to Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from outbox.producer import OutboxRecord
+from sluice.db import transaction
+
+if TYPE_CHECKING:
+    import uuid
+    from collections.abc import Collection, Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Per bucket, the oldest rows by id; a bucket's rows come out contiguous and in id order (each
+# LATERAL run is one ordered index scan), so the outer LIMIT keeps a prefix of every bucket and
+# never a row without the older rows of its bucket. Rows still in flight are skipped by id, not
+# by an id cursor: a row with a lower id may become visible later (its transaction committed
+# later) and must still be read, because rows of its key with higher ids cannot exist yet.
+_READ = text(
+    """
+    SELECT o.id, o.bucket, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers
+    FROM unnest(CAST(:buckets AS smallint[])) AS b(bucket)
+    CROSS JOIN LATERAL (
+        SELECT id, bucket, topic, key, payload, headers FROM outbox
+        WHERE outbox.bucket = b.bucket AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))
+        ORDER BY id
+        LIMIT :limit
+    ) AS o
+    LIMIT :limit
+    """
+)
+
+# Deletes only while the lease that covered the send is still ours and unexpired: a relay that
+# stalled past its lease must not delete rows the bucket's new owner is publishing.
+_DELETE = text(
+    """
+    DELETE FROM outbox
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+      AND bucket IN (
+        SELECT bucket FROM outbox_leases
+        WHERE token = ANY(CAST(:tokens AS uuid[])) AND lease_until > clock_timestamp())
+    """
+)
+
+_STATS = text(
+    """
+    SELECT count(*) AS backlog,
+           coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS oldest_age
+    FROM outbox
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    rows: int
+    oldest_age_seconds: float
+
+
+def _record(row: Sequence[Any]) -> OutboxRecord:
+    id_, bucket, topic, key, payload, headers = row
+    return OutboxRecord(
+        id_,
+        bucket,
+        topic,
+        key,
+        payload.encode(),
+        [(name, value.encode()) for name, value in json.loads(headers).items()],
+    )
+
+
+def _bigint_array(ids: Collection[int]) -> str:
+    # An array literal: adapting thousands of Python ints one by one costs more than the query.
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+async def read_rows(
+    engine: AsyncEngine, buckets: Sequence[int], *, limit: int, skip: Collection[int] = ()
+) -> list[OutboxRecord]:
+    if not buckets:
+        return []
+    async with transaction(engine) as conn:
+        result = await conn.execute(
+            _READ, {"buckets": list(buckets), "skip": _bigint_array(skip), "limit": limit}
+        )
+        return [_record(row) for row in result]
+
+
+async def delete_rows(engine: AsyncEngine, ids: Sequence[int], tokens: Sequence[uuid.UUID]) -> int:
+    """Delete published rows; returns how many were still covered by our lease."""
+    if not ids:
+        return 0
+    async with transaction(engine) as conn:
+        result = await conn.execute(_DELETE, {"ids": _bigint_array(ids), "tokens": list(tokens)})
+        return result.rowcount
+
+
+async def backlog(engine: AsyncEngine) -> Backlog:
+    async with transaction(engine) as conn:
+        row = (await conn.execute(_STATS)).one()
+        return Backlog(rows=int(row.backlog), oldest_age_seconds=float(row.oldest_age))

@@ -1,0 +1,120 @@
+"""The admin app: `POST /admin/reconcile/{square|airtable}` runs a reconcile, answers its summary.
+
+A separate app (`sluice admin`), not a route on the ingest service: ingest faces the internet
+for webhooks, admin stays on the cluster network; and a reconcile's Square calls never compete
+with the webhooks' 10-second answer deadline.
+
+`Authorization: Bearer <SLUICE_ADMIN_TOKEN>`, compared in constant time; without a configured
+token every request gets 503 (closed, like the webhook endpoint without its keys).
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from recovery.lock import RunLockedError
+from recovery.run_metrics import RunMetrics
+from recovery.runs import SOURCES, AirtableOptions, default_square_window, reconcile
+from sluice.db import create_engine
+from sluice.metrics import exposition
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from starlette.requests import Request
+
+    from sluice.settings import Settings
+
+
+def _problem(status: int, detail: str, code: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def _authorized(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+
+def create_admin_app(settings: Settings) -> Starlette:
+    database_url = settings.require_database_url()
+    metrics = RunMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(database_url, pool_size=4, application_name="sluice-admin")
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    async def reconcile_endpoint(request: Request) -> JSONResponse:  # noqa: PLR0911 - one per answer
+        if settings.admin_token is None:
+            return _problem(503, "SLUICE_ADMIN_TOKEN is not set", "not_configured")
+        if not _authorized(request, settings.admin_token.get_secret_value()):
+            return _problem(401, "missing or wrong bearer token", "unauthorized")
+        source = request.path_params["source"]
+        if source not in SOURCES:
+            return _problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
+        query = request.query_params
+        try:
+            window = _window(query.get("from"), query.get("to"))
+            options = AirtableOptions(
+                lookback_minutes=int(query.get("lookback_minutes", "60")),
+                full=query.get("full", "false").lower() in ("1", "true", "yes"),
+            )
+        except ValueError as exc:
+            return _problem(400, str(exc), "bad_request")
+        if not 1 <= options.lookback_minutes <= 1440:
+            return _problem(400, "lookback_minutes must be 1 to 1440", "bad_request")
+        try:
+            summary = await reconcile(
+                settings,
+                source,
+                square_window=window,
+                airtable=options,
+                engine=request.app.state.engine,
+            )
+        except RunLockedError as exc:
+            return _problem(409, str(exc), "locked")
+        metrics.record(summary)
+        return JSONResponse(summary.as_json(), status_code=200 if summary.ok else 500)
+
+    return Starlette(
+        routes=[
+            Route("/admin/reconcile/{source}", reconcile_endpoint, methods=["POST"]),
+            Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _metrics_endpoint(metrics: RunMetrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(_: Request) -> Response:
+        body, content_type = exposition(metrics.registry)
+        return Response(body, media_type=content_type)
+
+    return endpoint
+
+
+async def _healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def _window(start: str | None, end: str | None) -> tuple[datetime, datetime] | None:
+    if start is None and end is None:
+        return None
+    default_start, default_end = default_square_window()
+    low = datetime.fromisoformat(start) if start else default_start
+    high = datetime.fromisoformat(end) if end else default_end
+    if low.tzinfo is None or high.tzinfo is None or low >= high:
+        raise ValueError("from and to must be ISO 8601 with a time zone, from before to")
+    return low, high

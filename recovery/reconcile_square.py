@@ -1,0 +1,308 @@
+"""The Square backstop: list bookings (and their customers), emit what the projections miss.
+
+For every booking Square lists in the window, compare its `version` with `jobs.booking_version`
+(and each referenced customer's with `square_customers.version`). A missing or older row gets a
+synthetic Square event — `booking.updated` / `customer.updated`, in Square's own envelope, with
+the object exactly as Square returned it — written with its outbox row through the same
+`record_events` the webhook uses. The reconciler never writes a projection: the consumers apply
+synthetic events like any other, with their ownership rules, so staff columns stay untouched.
+
+Synthetic event ids are `reconcile:<entity>:<id>:<version>`: a second run before the consumers
+caught up finds them stored and creates nothing new (they count as skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from ingest.record import record_events
+from ingest.square_events import square_new_event
+from recovery.progress import SILENT, Progress
+from recovery.square_api import windows
+from schemas.square import SquareEvent
+from sluice.db import DatabaseUnavailableError, transaction
+from sluice.resilience import CircuitOpenError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Sequence
+
+    from sqlalchemy import TextClause
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+    from ingest.record import NewEvent
+    from recovery.square_api import SquareReader
+    from recovery.summary import RunSummary
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SYNTHETIC_HEADER = "sluice-synthetic"
+SYNTHETIC_MARK = "reconcile"
+Entity = Literal["booking", "customer"]
+
+_JOB_VERSIONS = text(
+    "SELECT booking_id, booking_version FROM jobs WHERE booking_id = ANY(CAST(:ids AS text[]))"
+)
+_CUSTOMER_VERSIONS = text(
+    "SELECT customer_id, version FROM square_customers "
+    "WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SquareWindow:
+    start: datetime
+    end: datetime
+    location_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Synthetic:
+    entity: Entity
+    entity_id: str
+    outcome: Literal["created", "updated"]
+    event: NewEvent
+
+
+class _Stop(Exception):  # noqa: N818 - control flow, not an error kind
+    """The provider or the database is gone: end the run, keeping what is done."""
+
+
+async def reconcile_square(
+    engine: AsyncEngine,
+    reader: SquareReader,
+    window: SquareWindow,
+    summary: RunSummary,
+    *,
+    progress: Progress = SILENT,
+) -> None:
+    summary.details["window"] = {"from": _iso(window.start), "to": _iso(window.end)}
+    summary.entity("booking")
+    summary.entity("customer")
+    try:
+        merchant_id = await reader.merchant_id()
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, the run cannot go on
+        summary.error("merchant:me", exc)
+        return
+    run = _Run(engine, reader, summary, merchant_id, uuid.uuid4().hex[:12])
+    try:
+        for low, high in windows(window.start, window.end):
+            try:
+                pages = reader.booking_pages(low, high, location_id=window.location_id)
+                async for page in fetch_ahead(pages):
+                    await _reconcile_page(run, page)
+                    progress.advance(len(page))
+            except _Stop as stop:
+                summary.error("run", stop.__cause__ or stop)
+                return
+            except (CircuitOpenError, DatabaseUnavailableError) as exc:
+                summary.error("run", exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - isolated to its window; the next may work
+                summary.error(f"window:{_iso(low)}/{_iso(high)}", exc)
+    finally:
+        summary.details["requests"] = reader.calls
+
+
+@dataclass(slots=True)
+class _Run:
+    engine: AsyncEngine
+    reader: SquareReader
+    summary: RunSummary
+    merchant_id: str
+    run_id: str
+    seen_customers: set[str] = field(default_factory=set)
+
+
+async def fetch_ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Fetch the next page while the caller works on this one (Square's latency and the
+    database's then overlap)."""
+    source = aiter(pages)
+    pending: asyncio.Future[T] = asyncio.ensure_future(anext(source))
+    try:
+        while True:
+            try:
+                page = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(source))
+            yield page
+    finally:
+        pending.cancel()
+        # Collect whatever the abandoned fetch ended with, so nothing is left unretrieved.
+        with contextlib.suppress(BaseException):
+            await pending
+
+
+def _broken(exc: BaseException) -> bool:
+    """The run cannot go on: Square is cut off by the breaker, or the database is gone."""
+    return isinstance(exc, CircuitOpenError | DatabaseUnavailableError)
+
+
+async def _reconcile_page(run: _Run, bookings: list[dict[str, Any]]) -> None:
+    summary = run.summary
+    summary.entity("booking").scanned += len(bookings)
+    usable: dict[str, dict[str, Any]] = {}
+    for booking in bookings:
+        booking_id, version = booking.get("id"), booking.get("version")
+        if isinstance(booking_id, str) and isinstance(version, int):
+            usable[booking_id] = booking
+        else:
+            summary.error(f"booking:{booking_id}", "booking without an id or a version")
+    customers = await _customers_of(run, usable.values())
+    async with transaction(run.engine) as conn:
+        stored_customers = await _versions(conn, _CUSTOMER_VERSIONS, list(customers))
+        stored_jobs = await _versions(conn, _JOB_VERSIONS, list(usable))
+    # Customers first: the jobs consumer then finds them when it applies the bookings.
+    synthetic = [
+        *_plan(run, "customer", customers, stored_customers),
+        *_plan(run, "booking", usable, stored_jobs),
+    ]
+    await _record(run.engine, synthetic, summary)
+
+
+async def _customers_of(run: _Run, bookings: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The customers these bookings reference and this run has not looked at yet."""
+    wanted = {
+        b["customer_id"]
+        for b in bookings
+        if isinstance(b.get("customer_id"), str) and b["customer_id"] not in run.seen_customers
+    }
+    if not wanted:
+        return {}
+    run.seen_customers |= wanted
+    tally = run.summary.entity("customer")
+    try:
+        lookup = await run.reader.customers(sorted(wanted))
+    except Exception as exc:
+        if _broken(exc):
+            raise _Stop from exc
+        for customer_id in sorted(wanted):
+            run.summary.error(f"customer:{customer_id}", exc)
+        return {}
+    tally.scanned += len(lookup.found) + len(lookup.not_found) + len(lookup.failed)
+    # A booking may name a customer Square has since deleted or merged away: nothing to bring.
+    tally.skipped += len(lookup.not_found)
+    for customer_id, error in lookup.failed.items():
+        run.summary.error(f"customer:{customer_id}", error)
+    return lookup.found
+
+
+def _plan(
+    run: _Run,
+    entity: Entity,
+    objects: dict[str, dict[str, Any]],
+    stored: dict[str, int | None],
+) -> list[_Synthetic]:
+    """Synthetic events for the objects whose row is missing or holds an older version."""
+    planned: list[_Synthetic] = []
+    tally = run.summary.entity(entity)
+    for object_id, obj in objects.items():
+        version = obj.get("version")
+        known = object_id in stored
+        have = stored.get(object_id)
+        if known and have is not None and (version is None or have >= version):
+            tally.skipped += 1
+            continue
+        outcome: Literal["created", "updated"] = "updated" if known else "created"
+        try:
+            event = synthetic_event(entity, obj, run.merchant_id, run.run_id, outcome)
+        except ValidationError as exc:
+            run.summary.error(f"{entity}:{object_id}", exc)
+            continue
+        planned.append(_Synthetic(entity, object_id, outcome, event))
+    return planned
+
+
+async def _versions(
+    conn: AsyncConnection, query: TextClause, ids: list[str]
+) -> dict[str, int | None]:
+    if not ids:
+        return {}
+    return {row[0]: row[1] for row in await conn.execute(query, {"ids": ids})}
+
+
+def synthetic_event(
+    entity: Entity,
+    obj: dict[str, Any],
+    merchant_id: str,
+    run_id: str,
+    reason: Literal["created", "updated"],
+) -> NewEvent:
+    """A Square-shaped `<entity>.updated` event carrying `obj` as Square returned it."""
+    object_id, version = obj["id"], obj.get("version")
+    now = datetime.now(UTC)
+    body = {
+        "merchant_id": merchant_id,
+        "type": f"{entity}.updated",
+        "event_id": f"reconcile:{entity}:{object_id}:{version}",
+        "created_at": _iso(now),
+        "data": {
+            "type": entity,
+            # Square suffixes a booking's id with its version in `data.id`.
+            "id": f"{object_id}:{version}" if entity == "booking" else object_id,
+            "object": {entity: obj},
+        },
+        "sluice_synthetic": {
+            "by": SYNTHETIC_MARK,
+            "reason": "missing" if reason == "created" else "stale",
+            "run": run_id,
+        },
+    }
+    if entity == "booking" and obj.get("location_id"):
+        body["location_id"] = obj["location_id"]
+    body_text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    envelope = SquareEvent.model_validate_json(body_text)
+    return square_new_event(
+        envelope,
+        body_text,
+        event_id=uuid.uuid4(),
+        received_at=now,
+        headers={SYNTHETIC_HEADER: SYNTHETIC_MARK},
+        extra_headers={SYNTHETIC_HEADER: SYNTHETIC_MARK},
+    )
+
+
+async def _record(engine: AsyncEngine, items: Sequence[_Synthetic], summary: RunSummary) -> None:
+    """All in one transaction; if that fails for a reason other than an outage, one by one."""
+    if not items:
+        return
+    try:
+        async with transaction(engine) as conn:
+            recorded = await record_events(conn, [i.event for i in items])
+    except DatabaseUnavailableError as exc:
+        raise _Stop from exc
+    except Exception:  # noqa: BLE001 - isolate the record that the database refuses
+        for item in items:
+            try:
+                async with transaction(engine) as conn:
+                    (one,) = await record_events(conn, [item.event])
+            except DatabaseUnavailableError as exc:
+                raise _Stop from exc
+            except Exception as exc:  # noqa: BLE001
+                summary.error(f"{item.entity}:{item.entity_id}", exc)
+            else:
+                _count(summary, item, duplicate=one.duplicate)
+        return
+    for item, result in zip(items, recorded, strict=True):
+        _count(summary, item, duplicate=result.duplicate)
+
+
+def _count(summary: RunSummary, item: _Synthetic, *, duplicate: bool) -> None:
+    # A duplicate is a synthetic event an earlier run already wrote: nothing new to do.
+    summary.entity(item.entity).count("skipped" if duplicate else item.outcome)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

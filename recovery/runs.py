@@ -1,0 +1,123 @@
+"""One reconcile run, as the CLI, the CronJob and the admin endpoint start it.
+
+Takes the source's advisory lock (a second run refuses), runs, and returns the summary. The
+caller decides how to show it: JSON on stdout and an exit code, or an HTTP response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from recovery.lock import RunLockedError, run_lock
+from recovery.progress import progress_bar
+from recovery.summary import RunSummary
+from sluice.db import create_engine
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from sluice.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Source = Literal["square", "airtable"]
+SOURCES: tuple[Source, ...] = ("square", "airtable")
+
+EXIT_OK = 0
+EXIT_ERRORS = 1
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
+
+__all__ = ["EXIT_ERRORS", "EXIT_LOCKED", "EXIT_OK", "RunLockedError", "reconcile"]
+
+
+@dataclass(frozen=True, slots=True)
+class AirtableOptions:
+    lookback_minutes: int = 60
+    full: bool = False
+
+
+def default_square_window(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """Yesterday 00:00 UTC to the end of tomorrow."""
+    today = (
+        (now or datetime.now(UTC))
+        .astimezone(UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    return today - timedelta(days=1), today + timedelta(days=2)
+
+
+async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
+    settings: Settings,
+    source: Source,
+    *,
+    square_window: tuple[datetime, datetime] | None = None,
+    airtable: AirtableOptions | None = None,
+    engine: AsyncEngine | None = None,
+    show_progress: bool = False,
+    square_transport: httpx.AsyncBaseTransport | None = None,
+) -> RunSummary:
+    """Run one reconcile of `source`. Raises RunLockedError if another run holds the lock."""
+    own_engine = engine is None
+    engine = engine or create_engine(
+        settings.require_database_url(), pool_size=2, application_name=f"sluice-reconcile-{source}"
+    )
+    summary = RunSummary(source)
+    try:
+        async with run_lock(engine, f"reconcile:{source}"):
+            with structlog.contextvars.bound_contextvars(source=source, run="reconcile"):
+                if source == "square":
+                    await _square(
+                        settings,
+                        engine,
+                        summary,
+                        window=square_window,
+                        show_progress=show_progress,
+                        transport=square_transport,
+                    )
+                else:
+                    await _airtable(settings, engine, summary, airtable or AirtableOptions())
+    finally:
+        if own_engine:
+            await engine.dispose()
+    summary.finish()
+    log.info(
+        "reconcile.finished",
+        source=source,
+        created=summary.total("created"),
+        updated=summary.total("updated"),
+        errors=len(summary.errors),
+    )
+    return summary
+
+
+async def _square(  # noqa: PLR0913
+    settings: Settings,
+    engine: AsyncEngine,
+    summary: RunSummary,
+    *,
+    window: tuple[datetime, datetime] | None,
+    show_progress: bool,
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    from recovery.reconcile_square import SquareWindow, reconcile_square  # noqa: PLC0415
+    from recovery.square_api import SquareReader  # noqa: PLC0415
+
+    start, end = window or default_square_window()
+    async with SquareReader.from_settings(settings, transport=transport) as reader:
+        with progress_bar("square bookings", enabled=show_progress) as progress:
+            await reconcile_square(
+                engine, reader, SquareWindow(start, end), summary, progress=progress
+            )
+
+
+async def _airtable(
+    settings: Settings, engine: AsyncEngine, summary: RunSummary, options: AirtableOptions
+) -> None:
+    from recovery.reconcile_airtable import reconcile_airtable  # noqa: PLC0415
+
+    await reconcile_airtable(settings, engine, summary, options)

@@ -1,0 +1,273 @@
+"""Column ownership, declared once per projection, and the one SQL builder that honours it.
+
+A projection table has three kinds of columns: the key, columns its source owns (written by a
+consumer, each from a named source field), and columns the app owns (staff work, never written by
+a consumer). Every statement a consumer runs against a projection table is generated here from
+the declaration, so a consumer cannot write an app-owned column: asking for one is an error.
+
+Ordering is per row: the version column holds the source's version of the row (Square's
+`version`, Airtable's base transaction number), and an upsert changes the row's source columns
+only when it carries a higher version. A `sticky` column (a deletion time, a merge target) is the
+exception: once set it is kept, whatever the version of later changes, because the fact it
+records cannot be undone by an older event arriving late.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import JSON, text
+from sqlalchemy.dialects import postgresql
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+
+    from sqlalchemy import Table
+    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.sql.elements import TextClause
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+class OwnershipError(Exception):
+    """A statement asked to write a column its projection's source does not own."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceColumn:
+    name: str
+    source_field: str  # where the value comes from, for readers and the README
+    sticky: bool = False  # once set, kept regardless of version
+
+
+@dataclass(frozen=True, slots=True)
+class CachedColumns:
+    """Source-owned columns copied from another table, e.g. a customer's name onto its jobs.
+
+    Rows of the other table are copied only once they are `ready` (that column is not null), so a
+    placeholder row never blanks out a cache that already holds data.
+    """
+
+    table: str
+    join: tuple[str, str]  # (column here, column there)
+    columns: tuple[tuple[str, str], ...]  # (column here, column there)
+    ready: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    table: Table
+    key: str
+    version: str
+    source: tuple[SourceColumn, ...]
+    app: tuple[str, ...]
+    cached: tuple[CachedColumns, ...] = ()
+    # Filled in by the database, never written by anyone after the insert.
+    system: tuple[str, ...] = ("created_at",)
+    _by_name: dict[str, SourceColumn] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        by_name = {column.name: column for column in self.source}
+        object.__setattr__(self, "_by_name", by_name)
+        declared = [
+            self.key,
+            *by_name,
+            *self.app,
+            *(name for cached in self.cached for name, _ in cached.columns),
+            *self.system,
+        ]
+        for name in declared:
+            if not _IDENTIFIER.match(name):
+                raise OwnershipError(f"{name!r} is not a plain column name")
+        actual = {column.name for column in self.table.columns}
+        if sorted(declared) != sorted(actual):
+            missing = sorted(actual - set(declared))
+            extra = sorted(set(declared) - actual)
+            raise OwnershipError(
+                f"{self.table.name}: every column needs exactly one owner "
+                f"(undeclared: {missing}, unknown or repeated: {extra})"
+            )
+        if self.version not in by_name or by_name[self.version].sticky:
+            raise OwnershipError(f"{self.table.name}: the version column must be source-owned")
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.source)
+
+    @property
+    def cached_columns(self) -> tuple[str, ...]:
+        return tuple(name for cached in self.cached for name, _ in cached.columns)
+
+    def is_sticky(self, column: str) -> bool:
+        return self._by_name[column].sticky
+
+    def check_writable(self, columns: Iterable[str]) -> None:
+        for column in columns:
+            if column not in self._by_name:
+                owner = "app-owned" if column in self.app else "not a source column"
+                raise OwnershipError(f"{self.name}.{column} is {owner}; a consumer cannot write it")
+
+
+def _sql_type(ownership: Ownership, column: str) -> str:
+    column_type = ownership.table.columns[column].type
+    return str(column_type.compile(dialect=_DIALECT))
+
+
+def _is_json(ownership: Ownership, column: str) -> bool:
+    return isinstance(ownership.table.columns[column].type, JSON)
+
+
+@cache
+def upsert_statement(ownership: Ownership, columns: frozenset[str]) -> TextClause:
+    """INSERT ... ON CONFLICT for many rows at once, writing only `columns` (plus the key).
+
+    `columns` may be any subset of the source columns, so a change that carries only some fields
+    (an Airtable record update) writes only those. Non-sticky columns need the version column in
+    the set: they change only when the incoming version is higher than the row's.
+    """
+    ownership.check_writable(columns)
+    plain = sorted(c for c in columns if not ownership.is_sticky(c))
+    sticky = sorted(c for c in columns if ownership.is_sticky(c))
+    if plain and ownership.version not in columns:
+        raise OwnershipError(f"{ownership.name}: writing {plain} needs the version column")
+    names = [ownership.key, *plain, *sticky]
+    # unnest() of one array per column: one statement, any number of rows. JSON goes in as text.
+    arrays = ", ".join(
+        f"CAST(:{n} AS text[])"
+        if _is_json(ownership, n)
+        else f"CAST(:{n} AS {_sql_type(ownership, n)}[])"
+        for n in names
+    )
+    selected = ", ".join(
+        f"CAST(v.{n} AS {_sql_type(ownership, n)})" if _is_json(ownership, n) else f"v.{n}"
+        for n in names
+    )
+    version = ownership.version
+    newer = f"(t.{version} IS NULL OR EXCLUDED.{version} > t.{version})"
+    # With sticky columns the row may be updated for their sake alone, so each plain column then
+    # carries its own version guard; without them the WHERE clause guards the whole update.
+    sets = [
+        f"{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE t.{c} END"
+        if sticky
+        else f"{c} = EXCLUDED.{c}"
+        for c in plain
+    ]
+    sets += [f"{c} = COALESCE(t.{c}, EXCLUDED.{c})" for c in sticky]
+    conditions = [newer] if plain else []
+    conditions += [f"(t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)" for c in sticky]
+    table = ownership.name
+    on_conflict = (
+        f"DO UPDATE SET {', '.join(sets)} WHERE {' OR '.join(conditions)}" if sets else "DO NOTHING"
+    )
+    return text(
+        f"INSERT INTO {table} AS t ({', '.join(names)}) "  # noqa: S608 - identifiers are declared
+        f"SELECT {selected} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"ON CONFLICT ({ownership.key}) {on_conflict} "
+        f"RETURNING t.{ownership.key}"
+    )
+
+
+async def upsert(
+    conn: AsyncConnection, ownership: Ownership, rows: Sequence[Mapping[str, Any]]
+) -> set[str]:
+    """Write `rows` (one per key, all with the same columns); returns the keys that changed."""
+    if not rows:
+        return set()
+    columns = frozenset(rows[0]) - {ownership.key}
+    params: dict[str, list[Any]] = {ownership.key: []}
+    for column in columns:
+        params[column] = []
+    json_columns = {c for c in params if _is_json(ownership, c)}
+    for row in rows:
+        if frozenset(row) - {ownership.key} != columns:
+            raise ValueError("every row of one upsert must carry the same columns")
+        for column, values in params.items():
+            value = row[column]
+            values.append(
+                json.dumps(value) if column in json_columns and value is not None else value
+            )
+    result = await conn.execute(upsert_statement(ownership, columns), params)
+    return {row[0] for row in result}
+
+
+@cache
+def _refresh_statement(ownership: Ownership, cached: CachedColumns, by: str) -> TextClause:
+    # A row whose reference has no ready source row gets NULLs: the cache always mirrors the
+    # row it points at now, never the one it pointed at before.
+    here, there = cached.join
+    key = ownership.key
+    targets = ", ".join(f"{mine} = s.{theirs}" for mine, theirs in cached.columns)
+    mine = ", ".join(f"t.{m}" for m, _ in cached.columns)
+    theirs = ", ".join(f"s.{s}" for _, s in cached.columns)
+    return text(
+        f"UPDATE {ownership.name} AS t SET {targets} "  # noqa: S608 - identifiers are declared
+        f"FROM {ownership.name} AS r LEFT JOIN {cached.table} AS s "
+        f"ON s.{there} = r.{here} AND s.{cached.ready} IS NOT NULL "
+        f"WHERE r.{key} = t.{key} AND t.{by} = ANY(CAST(:ids AS text[])) "
+        f"AND ({mine}) IS DISTINCT FROM ({theirs})"
+    )
+
+
+async def refresh_cached(
+    conn: AsyncConnection, ownership: Ownership, by: str, ids: Collection[str]
+) -> int:
+    """Copy every cached column group onto the rows whose `by` column is in `ids`."""
+    if not ids:
+        return 0
+    if by not in (ownership.key, *ownership.source_columns):
+        raise OwnershipError(f"{ownership.name}.{by} cannot select rows to refresh")
+    changed = 0
+    for cached in ownership.cached:
+        result = await conn.execute(_refresh_statement(ownership, cached, by), {"ids": list(ids)})
+        changed += result.rowcount
+    return changed
+
+
+@cache
+def _repoint_statement(ownership: Ownership, column: str) -> TextClause:
+    return text(
+        f"UPDATE {ownership.name} SET {column} = :to "  # noqa: S608 - identifiers are declared
+        f"WHERE {column} = ANY(CAST(:from_ AS text[])) RETURNING {ownership.key}"
+    )
+
+
+async def repoint(
+    conn: AsyncConnection, ownership: Ownership, column: str, from_: Collection[str], to: str
+) -> set[str]:
+    """Move rows whose source-owned reference `column` is in `from_` to `to` (a merge)."""
+    ownership.check_writable([column])
+    if not from_:
+        return set()
+    result = await conn.execute(
+        _repoint_statement(ownership, column), {"from_": list(from_), "to": to}
+    )
+    return {row[0] for row in result}
+
+
+def newest_per_key(ownership: Ownership, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key, as a single upsert needs: the highest version's values, and each sticky
+    column's value from the first row that set it (as the table keeps the first value too).
+    """
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = row[ownership.key]
+        current = chosen.get(key)
+        if current is None:
+            chosen[key] = dict(row)
+            continue
+        merged = dict(row) if row[ownership.version] > current[ownership.version] else current
+        for column in ownership.source_columns:
+            if ownership.is_sticky(column) and column in merged:
+                first = current.get(column)
+                merged[column] = first if first is not None else row.get(column)
+        chosen[key] = merged
+    return list(chosen.values())

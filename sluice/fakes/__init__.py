@@ -1,0 +1,1 @@
+"""Local stand-ins for provider APIs that speak their real wire formats."""

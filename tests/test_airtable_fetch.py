@@ -1,0 +1,428 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+from consumers.airtable_projection import MappingResolver, apply_record_changes
+from ingest.airtable_api import AirtableClient, AirtableUnavailableError, BaseRateLimiter
+from ingest.airtable_fetch import fetch_page, fetch_webhook, register_webhook
+from ingest.airtable_webhooks import (
+    create_webhook,
+    delete_webhook,
+    list_webhooks,
+    refresh_all,
+)
+from schemas.airtable import RecordChange
+from schemas.leads import AIRTABLE_MAPPINGS
+from sluice.db import DatabaseUnavailableError, create_engine, transaction
+from sluice.fakes.airtable import FakeAirtable, FakeBase, FakeTable, add_leads_table
+from tests.services import libpq_url, running_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from sluice.fakes.airtable import RecordedRequest
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+SPEC = {"options": {"filters": {"dataTypes": ["tableData"]}}}
+
+
+class Airtable:
+    """The fake API, running, with one base holding a leads table and one webhook."""
+
+    def __init__(self, fake: FakeAirtable, url: str) -> None:
+        self.fake = fake
+        self.url = url
+        self.base: FakeBase = fake.add_base()
+        self.table: FakeTable = add_leads_table(fake, self.base.id)
+        self.webhook = fake.add_webhook(
+            self.base.id, "https://sluice.example/webhooks/airtable", SPEC
+        )
+
+        # One limiter, as in one process: separate ones would each allow 5 requests/s.
+        self.limiter = BaseRateLimiter(5, 0.3)
+
+    def client(self, *, pause: float | None = None) -> AirtableClient:
+        limiter = self.limiter if pause is None else BaseRateLimiter(5, pause)
+        return AirtableClient(self.fake.token, endpoint_url=self.url, limiter=limiter)
+
+
+@pytest.fixture
+async def airtable() -> AsyncIterator[Airtable]:
+    fake = FakeAirtable(rate_limit_per_base=5)
+    async with running_server(fake.app) as url:
+        yield Airtable(fake, url)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=4, application_name="airtable-fetch-test")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def register(engine: AsyncEngine, airtable: Airtable) -> None:
+    async with transaction(engine) as conn:
+        await register_webhook(conn, airtable.webhook.id, airtable.base.id)
+
+
+def add_leads(airtable: Airtable, count: int) -> list[str]:
+    """`count` base transactions, each creating one lead."""
+    return [
+        airtable.fake.create_records(
+            airtable.base.id, "Leads", [{"Full Name": f"Lead {i}", "SMS Sent Count": i}]
+        )[0]
+        for i in range(count)
+    ]
+
+
+def events(db: Conn) -> list[tuple[str, str, str]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in db.execute(
+            "SELECT provider_event_id, event_type, entity_id FROM inbound_events ORDER BY 1"
+        )
+    ]
+
+
+def cursor(db: Conn, webhook_id: str) -> int:
+    row = db.execute(
+        "SELECT cursor FROM airtable_webhooks WHERE webhook_id = %s", (webhook_id,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_changes_become_events_and_outbox_rows_with_the_cursor(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    [kept, gone] = airtable.fake.create_records(
+        airtable.base.id, "Leads", [{"Full Name": "Ada"}, {"Full Name": "Grace"}]
+    )
+    airtable.fake.update_records(airtable.base.id, "Leads", {kept: {"Company": "ACME"}})
+    airtable.fake.destroy_records(airtable.base.id, "Leads", [gone])
+
+    result = await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+
+    assert (result.pages, result.payloads, result.changes, result.recorded) == (1, 3, 4, 4)
+    assert cursor(db, airtable.webhook.id) == 4
+    key = f"{airtable.base.id}/{airtable.table.id}"
+    hook = airtable.webhook.id
+    assert events(db) == sorted(
+        [
+            (
+                f"{hook}:1:{airtable.table.id}:{kept}:created",
+                "airtable.record.created",
+                f"{key}/{kept}",
+            ),
+            (
+                f"{hook}:1:{airtable.table.id}:{gone}:created",
+                "airtable.record.created",
+                f"{key}/{gone}",
+            ),
+            (
+                f"{hook}:2:{airtable.table.id}:{kept}:changed",
+                "airtable.record.changed",
+                f"{key}/{kept}",
+            ),
+            (
+                f"{hook}:3:{airtable.table.id}:{gone}:destroyed",
+                "airtable.record.destroyed",
+                f"{key}/{gone}",
+            ),
+        ]
+    )
+    outbox = db.execute("SELECT topic, key, payload FROM outbox ORDER BY id").fetchall()
+    assert [(t, k) for t, k, _ in outbox] == [
+        ("airtable.records", f"{key}/{kept}"),
+        ("airtable.records", f"{key}/{gone}"),
+        ("airtable.records", f"{key}/{kept}"),
+        ("airtable.records", f"{key}/{gone}"),
+    ]
+    changed = RecordChange.model_validate(outbox[2][2]["data"])
+    company = airtable.table.field("Company").id
+    assert (changed.action, changed.cells, changed.base_transaction_number) == (
+        "changed",
+        {company: "ACME"},
+        2,
+    )
+    assert changed.change_source == "client"
+
+
+async def test_pages_follow_might_have_more(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 120)
+
+    result = await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+
+    assert (result.pages, result.payloads, result.recorded, result.more) == (3, 120, 120, False)
+    assert cursor(db, airtable.webhook.id) == 121
+    pages = airtable.fake.requests_for(airtable.base.id, "/payloads")
+    assert [p.status for p in pages] == [200, 200, 200]
+    # Later changes are fetched from where the cursor stopped.
+    add_leads(airtable, 2)
+    again = await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    assert (again.payloads, again.recorded) == (2, 2)
+    assert len(events(db)) == 122
+
+
+async def test_fetching_the_same_payloads_again_stores_nothing_twice(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 5)
+    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    db.execute("UPDATE airtable_webhooks SET cursor = 1")
+
+    repeat = await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+
+    assert (repeat.changes, repeat.recorded) == (5, 0)
+    assert len(events(db)) == 5
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (5,)
+
+
+async def test_crash_between_fetch_and_commit_loses_and_repeats_nothing(
+    airtable: Airtable, engine: AsyncEngine, db: Conn, database_url: str
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 3)
+
+    def kill_fetcher(request: RecordedRequest) -> None:
+        # The page has been fetched; the fetcher's transaction has not committed: kill it.
+        if "/payloads" in request.path:
+            with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'airtable-fetch-test' AND pid <> pg_backend_pid()"
+                )
+
+    airtable.fake.on_request = kill_fetcher
+    with pytest.raises(DatabaseUnavailableError):
+        await fetch_page(engine, airtable.client(), airtable.webhook.id)
+    assert events(db) == []
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert cursor(db, airtable.webhook.id) == 1
+
+    airtable.fake.on_request = None
+    add_leads(airtable, 1)
+    result = await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+
+    assert (result.payloads, result.recorded) == (4, 4)
+    assert len(events(db)) == 4
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (4,)
+    assert cursor(db, airtable.webhook.id) == 5
+
+
+async def test_concurrent_fetchers_fetch_each_payload_once(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 60)
+    client = airtable.client()
+
+    results = await asyncio.gather(
+        *(fetch_webhook(engine, client, airtable.webhook.id) for _ in range(3))
+    )
+
+    # The advisory lock serialises them: no payload was recorded by two fetchers.
+    assert sum(r.payloads for r in results) == 60
+    assert sum(r.recorded for r in results) == 60
+    assert len(events(db)) == 60
+
+
+async def test_requests_stay_under_five_per_second_per_base(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 120)
+    client = airtable.client()
+
+    # Three pages with payloads, then empty ones: twelve requests in all, back to back.
+    for _ in range(12):
+        await fetch_page(engine, client, airtable.webhook.id)
+
+    seen = airtable.fake.requests_for(airtable.base.id)
+    assert len(seen) == 12
+    assert all(r.status == 200 for r in seen), "the fake's own 5/s limit answered 429"
+    times = [r.at for r in seen]
+    # Any six consecutive requests span at least a second.
+    assert min(b - a for a, b in zip(times, times[5:], strict=False)) >= 1.0
+    assert len(events(db)) == 120
+
+
+async def test_429_pauses_the_base_then_resumes(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 2)
+    airtable.fake.fail_next(429, path_contains="/payloads")
+
+    result = await fetch_webhook(engine, airtable.client(pause=0.5), airtable.webhook.id)
+
+    assert result.recorded == 2
+    seen = airtable.fake.requests_for(airtable.base.id, "/payloads")
+    assert [r.status for r in seen] == [429, 200]
+    assert seen[1].at - seen[0].at >= 0.5
+    assert cursor(db, airtable.webhook.id) == 3
+
+
+async def test_server_error_is_transient_and_keeps_the_cursor(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    add_leads(airtable, 2)
+    airtable.fake.fail_next(503)
+    with pytest.raises(AirtableUnavailableError):
+        await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    assert cursor(db, airtable.webhook.id) == 1
+    assert (await fetch_webhook(engine, airtable.client(), airtable.webhook.id)).recorded == 2
+
+
+async def test_webhook_lifecycle(airtable: Airtable, engine: AsyncEngine, db: Conn) -> None:
+    client = airtable.client()
+    created = await create_webhook(
+        engine, client, airtable.base.id, "https://sluice.example/webhooks/airtable"
+    )
+    assert created.mac_secret_base64
+    assert created.webhook_id in airtable.base.webhooks
+    assert cursor(db, created.webhook_id) == 1
+
+    listed = await list_webhooks(engine, client)
+    assert {w.webhook_id for w in listed} == {created.webhook_id, airtable.webhook.id}
+    assert next(w for w in listed if w.webhook_id == created.webhook_id).cursor == 1
+
+    # About to expire: the refresh job moves it seven days out, in Airtable and in the registry.
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    airtable.base.webhooks[created.webhook_id].expiration_time = soon
+    outcomes = await refresh_all(engine, client)
+    assert [(o.webhook_id, o.error) for o in outcomes] == [(created.webhook_id, None)]
+    fake_expiry = airtable.base.webhooks[created.webhook_id].expiration_time
+    assert fake_expiry > datetime.now(UTC) + timedelta(days=6)
+    row = db.execute("SELECT expires_at, refreshed_at FROM airtable_webhooks").fetchone()
+    assert row is not None
+    assert row[0] > datetime.now(UTC) + timedelta(days=6)
+    assert row[1] is not None
+
+    await delete_webhook(engine, client, created.webhook_id)
+    assert created.webhook_id not in airtable.base.webhooks
+    assert db.execute("SELECT count(*) FROM airtable_webhooks").fetchone() == (0,)
+
+
+async def project(engine: AsyncEngine, airtable: Airtable, db: Conn) -> None:
+    """Fetch, then apply the recorded changes to the projections (as the leads consumer does)."""
+    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    resolver = MappingResolver(airtable.client(), AIRTABLE_MAPPINGS)
+    changes = [
+        RecordChange.model_validate(row[0]["data"])
+        for row in db.execute("SELECT payload FROM outbox ORDER BY id")
+    ]
+    db.execute("DELETE FROM outbox")
+    async with transaction(engine) as conn:
+        await apply_record_changes(conn, resolver, changes)
+
+
+def lead(db: Conn, record_id: str, *columns: str) -> tuple[Any, ...]:
+    row = db.execute(
+        f"SELECT {', '.join(columns)} FROM leads WHERE record_id = %s",  # type: ignore[arg-type]  # noqa: S608 - column names from the test
+        (record_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_leads_follow_changes_and_keep_staff_columns(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    [rec] = airtable.fake.create_records(
+        airtable.base.id,
+        "Leads",
+        [
+            {
+                "Full Name": "Ada Lovelace",
+                "Email": "ada@example.com",
+                "Company": "Engines Ltd",
+                "Lead Status": "New",
+                "SMS Sequence Step": 1,
+                "SMS Sent Count": 0,
+                "Opted Out": False,
+            }
+        ],
+    )
+    await project(engine, airtable, db)
+    assert lead(db, rec, "full_name", "email", "company", "lead_status", "sms_sent_count") == (
+        "Ada Lovelace",
+        "ada@example.com",
+        "Engines Ltd",
+        "New",
+        0,
+    )
+    db.execute(
+        "UPDATE leads SET claimed_by = 'sam', claimed_at = now(), notes = 'call back' "
+        "WHERE record_id = %s",
+        (rec,),
+    )
+
+    # Airtable changes two fields, and someone edits the Airtable copies of the staff fields.
+    airtable.fake.update_records(
+        airtable.base.id,
+        "Leads",
+        {
+            rec: {
+                "Lead Status": "Contacted",
+                "SMS Sent Count": 1,
+                "Claimed By": "someone",
+                "Notes": "x",
+            }
+        },
+    )
+    await project(engine, airtable, db)
+
+    assert lead(
+        db, rec, "lead_status", "sms_sent_count", "email", "company", "claimed_by", "notes"
+    ) == ("Contacted", 1, "ada@example.com", "Engines Ltd", "sam", "call back")
+    assert lead(db, rec, "airtable_txn") == (2,)
+
+    airtable.fake.destroy_records(airtable.base.id, "Leads", [rec])
+    await project(engine, airtable, db)
+
+    deleted_at, claimed_by, notes, status = lead(
+        db, rec, "deleted_at", "claimed_by", "notes", "lead_status"
+    )
+    assert deleted_at is not None
+    assert (claimed_by, notes, status) == ("sam", "call back", "Contacted")
+
+
+async def test_a_late_older_change_never_wins(
+    airtable: Airtable, engine: AsyncEngine, db: Conn
+) -> None:
+    await register(engine, airtable)
+    [rec] = airtable.fake.create_records(airtable.base.id, "Leads", [{"Campaign": "spring"}])
+    airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Campaign": "summer"}})
+    airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Campaign": "autumn"}})
+    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    changes = [
+        RecordChange.model_validate(row[0]["data"])
+        for row in db.execute("SELECT payload FROM outbox ORDER BY id")
+    ]
+    resolver = MappingResolver(airtable.client(), AIRTABLE_MAPPINGS)
+
+    # Newest first, in separate batches: the older ones arrive late and must lose.
+    for change in reversed(changes):
+        async with transaction(engine) as conn:
+            await apply_record_changes(conn, resolver, [change])
+
+    assert lead(db, rec, "campaign", "airtable_txn") == ("autumn", 3)
+    # Field names were resolved to ids once: one schema request for the base.
+    assert len(airtable.fake.requests_for(airtable.base.id, "/meta/bases/")) == 1

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from schemas.ownership import Ownership, OwnershipError, upsert, upsert_statement
+from schemas.projections import JOBS, SQUARE_CUSTOMERS
+from sluice.db import create_engine, transaction
+from tests.consumer_helpers import scalar
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from tests.consumer_helpers import Conn
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+async def write(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> set[str]:
+    async with transaction(engine) as conn:
+        return await upsert(conn, SQUARE_CUSTOMERS, rows)
+
+
+def customer(db: Conn, customer_id: str) -> tuple[Any, ...]:
+    row = db.execute(
+        "SELECT display_name, email_address, version, deleted_at FROM square_customers"
+        " WHERE customer_id = %s",
+        (customer_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_app_owned_columns_cannot_be_written() -> None:
+    with pytest.raises(OwnershipError, match=r"jobs\.notes is app-owned"):
+        upsert_statement(JOBS, frozenset({"booking_version", "notes"}))
+    with pytest.raises(OwnershipError, match="customer_name is not a source column"):
+        upsert_statement(JOBS, frozenset({"booking_version", "customer_name"}))
+
+
+def test_every_column_needs_exactly_one_owner() -> None:
+    with pytest.raises(OwnershipError, match=r"undeclared: \['notes'\]"):
+        Ownership(
+            table=JOBS.table,
+            key=JOBS.key,
+            version=JOBS.version,
+            source=JOBS.source,
+            app=tuple(c for c in JOBS.app if c != "notes"),
+            cached=JOBS.cached,
+        )
+    with pytest.raises(OwnershipError, match="version column must be source-owned"):
+        Ownership(
+            table=JOBS.table,
+            key=JOBS.key,
+            version="customer_name",
+            source=JOBS.source,
+            app=JOBS.app,
+            cached=JOBS.cached,
+        )
+
+
+def test_generated_upsert_names_only_the_given_columns() -> None:
+    sql = str(upsert_statement(JOBS, frozenset({"booking_version", "status"})))
+    assert "status = EXCLUDED.status" in sql
+    assert "t.booking_version IS NULL OR EXCLUDED.booking_version > t.booking_version" in sql
+    for app_column in JOBS.app:
+        assert app_column not in sql
+
+
+async def test_partial_change_writes_only_its_columns_and_respects_version(
+    engine: AsyncEngine, db: Conn
+) -> None:
+    full = {
+        "customer_id": "C1",
+        "display_name": "Ada",
+        "email_address": "ada@example.com",
+        "phone_number": None,
+        "version": 2,
+        "source_updated_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "deleted_at": None,
+    }
+    assert await write(engine, [full]) == {"C1"}
+
+    assert await write(engine, [{"customer_id": "C1", "display_name": "Ada L.", "version": 3}])
+    assert customer(db, "C1") == ("Ada L.", "ada@example.com", 3, None)
+
+    # An older change of the same field arrives late: ignored.
+    assert (
+        await write(engine, [{"customer_id": "C1", "display_name": "Old", "version": 1}]) == set()
+    )
+    assert customer(db, "C1") == ("Ada L.", "ada@example.com", 3, None)
+
+
+async def test_sticky_column_is_kept_whatever_the_version(engine: AsyncEngine, db: Conn) -> None:
+    deleted = datetime(2025, 2, 1, tzinfo=UTC)
+    # A deletion with no version may arrive first: a placeholder row holds it.
+    await write(engine, [{"customer_id": "C2", "deleted_at": deleted}])
+    await write(
+        engine,
+        [{"customer_id": "C2", "display_name": "Bo", "version": 1, "deleted_at": None}],
+    )
+    assert customer(db, "C2") == ("Bo", None, 1, deleted)
+    later = datetime(2025, 3, 1, tzinfo=UTC)
+    await write(
+        engine,
+        [{"customer_id": "C2", "display_name": "Bob", "version": 2, "deleted_at": later}],
+    )
+    assert customer(db, "C2") == ("Bob", None, 2, deleted)
+    assert scalar(db, "SELECT count(*) FROM square_customers") == 1
+
+
+def test_plain_columns_need_the_version() -> None:
+    with pytest.raises(OwnershipError, match="needs the version column"):
+        upsert_statement(SQUARE_CUSTOMERS, frozenset({"display_name"}))
