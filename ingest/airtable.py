@@ -8,7 +8,6 @@ are harmless: a fetch with nothing new reads one empty page.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,13 +20,13 @@ import structlog
 from pydantic import ValidationError
 
 from ingest.body import BodyTooLargeError, read_limited
-from ingest.record import NewEvent, RejectedEventError
-from ingest.responses import accepted, problem, validation_problem
+from ingest.record import NewEvent
+from ingest.responses import problem, validation_problem
+from ingest.store import store_and_answer
 from outbox.enqueue import OutboxMessage
 from schemas.airtable import SOURCE, AirtablePing
 from schemas.envelope import CloudEvent, encode_with_raw_data
 from schemas.topics import Topic
-from sluice.db import DatabaseUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -43,8 +42,6 @@ log = structlog.get_logger(__name__)
 MAC_HEADER = "x-airtable-content-mac"
 PING_TYPE = "airtable.ping"
 KEPT_HEADERS = ("content-type", "user-agent")
-# Airtable waits 25 s for an answer; answer 503 well before so it retries.
-ACK_DEADLINE_SECONDS = 8.0
 
 
 def content_mac(secret: bytes, body: bytes) -> str:
@@ -93,23 +90,7 @@ async def airtable_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 -
         return problem(401, "webhook in body does not match the MAC", "unknown_webhook")
 
     event = _new_event(ping, body, request)
-    with structlog.contextvars.bound_contextvars(
-        source=SOURCE, provider_event_id=ping.provider_event_id, event_type=PING_TYPE
-    ):
-        try:
-            recorded = await asyncio.wait_for(state.writer.record(event), ACK_DEADLINE_SECONDS)
-        except (DatabaseUnavailableError, TimeoutError) as exc:
-            log.warning("airtable.store_unavailable", error=str(exc))
-            return problem(
-                503,
-                "database unavailable, retry later",
-                "unavailable",
-                headers={"Retry-After": "5"},
-            )
-        except RejectedEventError as exc:
-            return problem(400, str(exc), "malformed")
-        log.debug("airtable.ping_accepted", duplicate=recorded.duplicate)
-    return accepted(recorded)
+    return await store_and_answer(state, event)
 
 
 def _new_event(ping: AirtablePing, body: bytes, request: Request) -> NewEvent:

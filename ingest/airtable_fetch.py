@@ -238,24 +238,6 @@ def change_event(change: RecordChange) -> NewEvent:
     received_at = datetime.now(UTC)
     event_id = uuid.uuid4()
     data_json = change.model_dump_json()
-    cloud_event = CloudEvent[None](
-        id=str(event_id),
-        source=SOURCE,
-        type=change.event_type,
-        subject=change.key,
-        time=change.timestamp,
-        data=None,
-        providereventid=change.provider_event_id,
-        receivedat=received_at,
-        entitytype="record",
-    )
-    message = OutboxMessage(
-        topic=Topic.AIRTABLE_RECORDS,
-        key=change.key,
-        payload_json=encode_with_raw_data(cloud_event, data_json),
-        headers=cloud_event.kafka_headers(),
-        event_id=event_id,
-    )
     return NewEvent(
         id=event_id,
         source=SOURCE,
@@ -270,5 +252,30 @@ def change_event(change: RecordChange) -> NewEvent:
         retry_number=None,
         retry_reason=None,
         initial_delivery_at=None,
-        message=message,
+        message=record_change_message(change, data_json, event_id, received_at),
+    )
+
+
+def record_change_message(
+    change: RecordChange, data_json: str, event_id: uuid.UUID, received_at: datetime
+) -> OutboxMessage:
+    """The `airtable.records` message of a stored change; `sluice replay store` rebuilds it from
+    the stored body with the same event id, so consumers drop a repeat."""
+    cloud_event = CloudEvent[None](
+        id=str(event_id),
+        source=SOURCE,
+        type=change.event_type,
+        subject=change.key,
+        time=change.timestamp,
+        data=None,
+        providereventid=change.provider_event_id,
+        receivedat=received_at,
+        entitytype="record",
+    )
+    return OutboxMessage(
+        topic=Topic.AIRTABLE_RECORDS,
+        key=change.key,
+        payload_json=encode_with_raw_data(cloud_event, data_json),
+        headers=cloud_event.kafka_headers(),
+        event_id=event_id,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -12,11 +11,10 @@ from pydantic import ValidationError
 from square.utils.webhooks_helper import verify_signature
 
 from ingest.body import BodyTooLargeError, read_limited
-from ingest.record import RejectedEventError
-from ingest.responses import accepted, problem, validation_problem
+from ingest.responses import problem, validation_problem
 from ingest.square_events import square_new_event
-from schemas.square import SOURCE, SquareEvent
-from sluice.db import DatabaseUnavailableError
+from ingest.store import store_and_answer
+from schemas.square import SquareEvent
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -38,8 +36,6 @@ KEPT_HEADERS = (
     "square-retry-reason",
     "square-version",
 )
-# Square gives up on a delivery after 10 s; answer 503 before that so it retries.
-ACK_DEADLINE_SECONDS = 8.0
 
 
 async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - one return per answer
@@ -77,24 +73,7 @@ async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - o
         return validation_problem("body is not a Square event envelope", exc)
 
     event = _new_event(envelope, text, request)
-    with structlog.contextvars.bound_contextvars(
-        source=SOURCE, provider_event_id=envelope.event_id, event_type=envelope.type
-    ):
-        try:
-            recorded = await asyncio.wait_for(state.writer.record(event), ACK_DEADLINE_SECONDS)
-        except (DatabaseUnavailableError, TimeoutError) as exc:
-            log.warning("square.store_unavailable", error=str(exc))
-            return problem(
-                503,
-                "database unavailable, retry later",
-                "unavailable",
-                headers={"Retry-After": "5"},
-            )
-        except RejectedEventError as exc:
-            return problem(400, str(exc), "malformed")
-        structlog.contextvars.bind_contextvars(event_id=str(recorded.id))
-        log.debug("square.accepted", duplicate=recorded.duplicate)
-    return accepted(recorded)
+    return await store_and_answer(state, event)
 
 
 def _new_event(envelope: SquareEvent, text: str, request: Request) -> NewEvent:

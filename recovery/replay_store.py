@@ -41,7 +41,24 @@ def _square_message(row: Any) -> OutboxMessage:  # noqa: ANN401 - a database row
     return square_outbox_message(envelope, body, event_id=row.id, received_at=row.received_at)
 
 
-REBUILDERS: dict[str, Callable[[Any], OutboxMessage]] = {"square": _square_message}
+def _airtable_message(row: Any) -> OutboxMessage | None:  # noqa: ANN401 - a database row
+    from ingest.airtable_fetch import record_change_message  # noqa: PLC0415
+    from schemas.airtable import RecordChange  # noqa: PLC0415
+
+    if row.entity_type != "record":
+        # A ping only says "fetch"; the fetcher's cursor lives in PostgreSQL, so the record
+        # changes it led to are what must be replayed, and any later ping fetches the rest.
+        return None
+    body = bytes(row.body).decode("utf-8")
+    change = RecordChange.model_validate_json(body)
+    return record_change_message(change, body, row.id, row.received_at)
+
+
+# A rebuilder returns None for a stored event that has nothing to replay.
+REBUILDERS: dict[str, Callable[[Any], OutboxMessage | None]] = {
+    "square": _square_message,
+    "airtable": _airtable_message,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +99,7 @@ _WHERE = """
 _COUNT = text(f"SELECT count(*) FROM inbound_events WHERE {_WHERE}")  # noqa: S608 - constant SQL
 _PAGE = text(
     f"""
-    SELECT id, received_at, body FROM inbound_events
+    SELECT id, received_at, entity_type, body FROM inbound_events
     WHERE {_WHERE}
       AND (received_at, id) > (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))
     ORDER BY received_at, id
@@ -127,9 +144,12 @@ async def replay_store(
             messages: list[OutboxMessage] = []
             for row in rows:
                 try:
-                    messages.append(rebuild(row))
+                    message = rebuild(row)
                 except ValueError as exc:  # a stored body that no longer parses: report it
                     result.errors.append({"event": str(row.id), "error": str(exc)[:500]})
+                    continue
+                if message is not None:
+                    messages.append(message)
             if not dry_run:
                 await enqueue(conn, messages)
         result.matched += len(rows)

@@ -166,7 +166,7 @@ def replay_kafka(
 
 @replay_app.command("store")
 def replay_store(
-    source: Annotated[str, typer.Option(help="square")],
+    source: Annotated[str, typer.Option(help="square or airtable")],
     since: Annotated[str | None, typer.Option(help="Received at or after (date or time)")] = None,
     until: Annotated[str | None, typer.Option(help="Received before (date or time)")] = None,
     entity: Annotated[str | None, typer.Option(help="TYPE:ID, e.g. booking:abc123")] = None,

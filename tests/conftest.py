@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -15,7 +18,6 @@ from tests.services import PostgresCluster, cluster_from_env, libpq_url, running
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
 
 SIGNATURE_KEY = "test-signature-key-1"
 ROTATED_KEY = "test-signature-key-2"
@@ -28,18 +30,21 @@ def _logging() -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+def postgres_cluster() -> Iterator[PostgresCluster]:
     url = os.environ.get("DATABASE_URL")
     if url:
         yield cluster_from_env(url)
         return
-    data_dir: Path = tmp_path_factory.mktemp("pg")
+    # Not under pytest's basetemp: pytest prunes old basetemp folders, and another pytest run on
+    # the same machine could delete the data of a server that is still running.
+    data_dir = Path(tempfile.mkdtemp(prefix="sluice-test-pg-"))
     server = EmbeddedPostgres(data_dir)
     server.start()
     try:
         yield PostgresCluster(server.url)
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
