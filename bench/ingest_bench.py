@@ -34,20 +34,31 @@ from sluice.simulate import square_event, square_signature
 
 KEY = "bench-signature-key"
 WRK_SCRIPT = r"""
+-- Each wrk thread sends its own share of the pre-signed requests (line n goes to thread
+-- n mod threads), so no event id is sent twice unless the list wraps around.
+local threads = {}
 local requests = {}
 local i = 0
 local path = "/webhooks/square"
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
 function init(args)
+  local n = 0
+  local nthreads = tonumber(args[3])
   local file = io.open(args[1], "r")
   for line in file:lines() do
-    local sig, body = line:match("^(%S+) (.*)$")
-    requests[#requests + 1] = wrk.format("POST", path, {
-      ["Content-Type"] = "application/json",
-      ["x-square-hmacsha256-signature"] = sig,
-    }, body)
+    if n % nthreads == id then
+      local sig, body = line:match("^(%S+) (.*)$")
+      requests[#requests + 1] = wrk.format("POST", path, {
+        ["Content-Type"] = "application/json",
+        ["x-square-hmacsha256-signature"] = sig,
+      }, body)
+    end
+    n = n + 1
   end
   file:close()
-  i = math.random(#requests)
   delay_ms = tonumber(args[2] or "0")
 end
 function request()
@@ -126,6 +137,7 @@ def run_wrk(
             "--",
             str(requests),
             str(delay_ms),
+            str(threads),
         ],
         check=True,
         capture_output=True,

@@ -54,7 +54,9 @@ async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - o
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return problem(400, "body is not valid UTF-8", "malformed")
+        # Square signs UTF-8 JSON and the SDK verifies over text: bytes that are not UTF-8 cannot
+        # carry a valid signature, so this is a signature failure, not a parse error.
+        return problem(401, "signature does not match (body is not UTF-8)", "bad_signature")
     url = settings.square_webhook_url
     if not any(
         verify_signature(

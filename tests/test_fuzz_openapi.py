@@ -37,7 +37,7 @@ CONTRACTS = Path(__file__).resolve().parent.parent / "schemas" / "contracts"
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"  # noqa: S105 - a test value
 # Server-Sent Events never end: the change stream is not a request/response endpoint.
 STREAMING = {"/api/changes"}
-EXAMPLES = 25
+EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ MAC = base64.b64encode(b"f" * 32).decode()
 MAX_BODY = 16 * 1024
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -153,8 +153,9 @@ def post_and_check(
     return response
 
 
-header_values = st.text(
-    st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=100
+# Any value HTTP can carry (the client refuses leading or trailing spaces, so they are cut).
+header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=100).map(
+    str.strip
 ) | st.sampled_from(["", "sha256=", "hmac-sha256=", "hmac-sha256=" + "0" * 64])
 
 
@@ -166,9 +167,8 @@ def test_square_unsigned_garbage_is_refused_without_storing(
 ) -> None:
     headers = {"x-square-hmacsha256-signature": signature, "content-type": content_type}
     response = post_and_check(ingest, fuzz_db, "/webhooks/square", body, headers)
-    # 400: a body that is not UTF-8 is refused before the signature check (the SDK's verifier
-    # takes text); it could not have been signed by Square either way.
-    assert response.status_code in (400, 401, 413), response.text[:300]
+    # Unsigned: nothing is parsed before the signature check, so never a 400.
+    assert response.status_code in (401, 413), response.text[:300]
 
 
 @pytest.mark.slow

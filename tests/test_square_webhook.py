@@ -262,13 +262,26 @@ async def test_signed_body_that_is_not_an_envelope_is_400_naming_the_field(
     assert counts(db) == (0, 0)
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"a": 1', b"\xff\xfe"])
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"a": 1'])
 async def test_signed_garbage_is_400(client: httpx.AsyncClient, db: Conn, body: bytes) -> None:
     from sluice.simulate import square_signature  # noqa: PLC0415
 
     headers = {"x-square-hmacsha256-signature": square_signature(SIGNATURE_KEY, WEBHOOK_URL, body)}
     response = await post(client, body, headers)
     assert response.status_code == 400
+    assert counts(db) == (0, 0)
+
+
+async def test_body_that_is_not_utf8_is_401_whatever_its_signature(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
+    from sluice.simulate import square_signature  # noqa: PLC0415
+
+    body = b'{"merchant_id": "\xff\xfe"}'
+    headers = {"x-square-hmacsha256-signature": square_signature(SIGNATURE_KEY, WEBHOOK_URL, body)}
+    response = await post(client, body, headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "bad_signature"
     assert counts(db) == (0, 0)
 
 
