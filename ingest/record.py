@@ -7,13 +7,13 @@ them dedupe the same way: UNIQUE(source, provider_event_id), first writer wins.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from outbox.enqueue import OutboxMessage, enqueue
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     import uuid
@@ -116,7 +116,7 @@ async def record_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> li
     candidates = list(first.values())
 
     inserted_rows = await conn.execute(
-        _INSERT_EVENTS, {"rows": json.dumps([_event_row(e) for e in candidates])}
+        _INSERT_EVENTS, {"rows": json_text([_event_row(e) for e in candidates])}
     )
     inserted = {row.id for row in inserted_rows}
     await enqueue(conn, [e.message for e in candidates if e.id in inserted])
@@ -125,7 +125,7 @@ async def record_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> li
     missing = [e for e in candidates if e.id not in inserted]
     if missing:
         keys = [{"source": e.source, "provider_event_id": e.provider_event_id} for e in missing]
-        existing = await conn.execute(_EXISTING, {"keys": json.dumps(keys)})
+        existing = await conn.execute(_EXISTING, {"keys": json_text(keys)})
         for row in existing:
             stored_ids[(row.source, row.provider_event_id)] = row.id
 

@@ -9,11 +9,12 @@ the relay can publish a key's rows by id and still follow commit order.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
+
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     import uuid
@@ -42,9 +43,7 @@ class OutboxMessage:
         headers: Mapping[str, str] | None = None,
         event_id: uuid.UUID | None = None,
     ) -> OutboxMessage:
-        return cls(
-            topic, key, json.dumps(payload, separators=(",", ":")), dict(headers or {}), event_id
-        )
+        return cls(topic, key, json_text(payload), dict(headers or {}), event_id)
 
 
 # Parameters travel as one JSON document per statement: encoding a JSON text is C-fast, where
@@ -74,7 +73,7 @@ async def enqueue(conn: AsyncConnection, messages: Sequence[OutboxMessage]) -> N
         return
     await conn.execute(
         _LOCK_KEYS,
-        {"namespace": KEY_LOCK_NAMESPACE, "keys": json.dumps([m.key for m in messages])},
+        {"namespace": KEY_LOCK_NAMESPACE, "keys": json_text([m.key for m in messages])},
     )
     rows = [
         {
@@ -86,4 +85,4 @@ async def enqueue(conn: AsyncConnection, messages: Sequence[OutboxMessage]) -> N
         }
         for m in messages
     ]
-    await conn.execute(_INSERT, {"rows": json.dumps(rows)})
+    await conn.execute(_INSERT, {"rows": json_text(rows)})
