@@ -50,6 +50,19 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class _Refused(Exception):  # noqa: N818 - a control-flow signal carrying the answer
+    """A request Airtable would refuse; the app answers with `response`."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def _refused_response(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Refused)  # noqa: S101 - registered for _Refused only
+    return exc.response
+
+
 def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
@@ -226,7 +239,9 @@ class FakeAirtable:
         self.on_request: Callable[[RecordedRequest], None] | None = None
         self._injected: list[_Injected] = []
         self._recent: dict[str, deque[float]] = {}
-        self.app = Starlette(routes=self._routes())
+        self.app = Starlette(
+            routes=self._routes(), exception_handlers={_Refused: _refused_response}
+        )
 
     # ---- setting up and changing data from Python (tests, dev) ----
 
@@ -392,8 +407,10 @@ class FakeAirtable:
             Route(records + "/{record_id}", self._delete_record, methods=["DELETE"]),
         ]
 
-    def _gate(self, request: Request) -> tuple[FakeBase | None, Response | None]:
-        """Authentication, injected failures, rate limit and base lookup, in Airtable's order."""
+    def _gate(self, request: Request) -> FakeBase:
+        """Authentication, injected failures, rate limit and base lookup, in Airtable's order.
+
+        Raises `_Refused` with Airtable's answer when the request does not get through."""
         base_id = request.path_params.get("base_id")
         status = self._gate_status(request, base_id)
         entry = RecordedRequest(time.monotonic(), request.method, request.url.path, base_id, status)
@@ -401,25 +418,27 @@ class FakeAirtable:
         if self.on_request is not None:
             self.on_request(entry)
         if status == 401:
-            return None, _error(401, "AUTHENTICATION_REQUIRED", "Authentication required")
+            raise _Refused(_error(401, "AUTHENTICATION_REQUIRED", "Authentication required"))
         if status == 429:
-            return None, JSONResponse(
-                {
-                    "errors": [
-                        {
-                            "error": "RATE_LIMIT_REACHED",
-                            "message": "Rate limit exceeded. Please try again later",
-                        }
-                    ]
-                },
-                status_code=429,
+            raise _Refused(
+                JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "error": "RATE_LIMIT_REACHED",
+                                "message": "Rate limit exceeded. Please try again later",
+                            }
+                        ]
+                    },
+                    status_code=429,
+                )
             )
         if status >= 500:
-            return None, _error(status, "SERVER_ERROR", "Try again. If the problem persists...")
+            raise _Refused(_error(status, "SERVER_ERROR", "Try again. If the problem persists..."))
         base = self.bases.get(base_id or "")
         if base is None:
-            return None, JSONResponse({"error": "NOT_FOUND"}, status_code=404)
-        return base, None
+            raise _Refused(JSONResponse({"error": "NOT_FOUND"}, status_code=404))
+        return base
 
     def _gate_status(self, request: Request, base_id: str | None) -> int:
         if request.headers.get("authorization") != f"Bearer {self.token}":
@@ -440,21 +459,15 @@ class FakeAirtable:
         return 200
 
     async def _schema(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         return JSONResponse({"tables": [t.schema() for t in base.tables.values()]})
 
     async def _list_webhooks(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         return JSONResponse({"webhooks": [w.json() for w in base.webhooks.values()]})
 
     async def _create_webhook(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         body = await request.json()
         spec = body.get("specification")
         if not isinstance(spec, dict) or "options" not in spec:
@@ -470,47 +483,33 @@ class FakeAirtable:
             }
         )
 
-    def _webhook(self, base: FakeBase, request: Request) -> FakeWebhook | None:
+    def _webhook(self, base: FakeBase, request: Request) -> FakeWebhook:
         webhook = base.webhooks.get(request.path_params["webhook_id"])
         if webhook is None or webhook.expiration_time <= datetime.now(UTC):
-            return None
+            raise _Refused(_error(404, "NOT_FOUND", "webhook not found"))
         return webhook
 
     async def _delete_webhook(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         if base.webhooks.pop(request.path_params["webhook_id"], None) is None:
             return _error(404, "NOT_FOUND", "webhook not found")
         return Response(status_code=200)
 
     async def _refresh_webhook(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         webhook = self._webhook(base, request)
-        if webhook is None:
-            return _error(404, "NOT_FOUND", "webhook not found")
         webhook.expiration_time = datetime.now(UTC) + WEBHOOK_LIFETIME
         return JSONResponse({"expirationTime": _ts(webhook.expiration_time)})
 
     async def _enable(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         webhook = self._webhook(base, request)
-        if webhook is None:
-            return _error(404, "NOT_FOUND", "webhook not found")
         webhook.notifications_enabled = bool((await request.json()).get("enable"))
         return Response(status_code=200)
 
     async def _payloads(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         webhook = self._webhook(base, request)
-        if webhook is None:
-            return _error(404, "NOT_FOUND", "webhook not found")
         try:
             cursor = int(request.query_params.get("cursor", "1"))
             limit = int(request.query_params.get("limit", str(MAX_PAYLOADS_PER_PAGE)))
@@ -532,9 +531,7 @@ class FakeAirtable:
 
     async def _change(self, request: Request) -> Response:
         """Not Airtable: a change made "in the UI" (source `client`), for `sluice simulate`."""
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         body = await request.json()
         table = request.path_params["table"]
         action = body.get("action", "create")
@@ -560,9 +557,7 @@ class FakeAirtable:
             return None
 
     async def _list_records(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
@@ -580,9 +575,7 @@ class FakeAirtable:
         return JSONResponse(answer)
 
     async def _get_record(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         record = table.records.get(request.path_params["record_id"]) if table else None
         if table is None or record is None:
@@ -591,9 +584,7 @@ class FakeAirtable:
         return JSONResponse(table.record_json(record, by_id=by_id))
 
     async def _create_records(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
@@ -613,9 +604,7 @@ class FakeAirtable:
         return JSONResponse(made[0] if single else {"records": made})
 
     async def _update_records(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
@@ -623,9 +612,7 @@ class FakeAirtable:
         return self._apply_updates(base, table, body.get("records", []), body)
 
     async def _update_record(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
@@ -665,9 +652,7 @@ class FakeAirtable:
         )
 
     async def _delete_records(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
@@ -680,9 +665,7 @@ class FakeAirtable:
         return JSONResponse({"records": [{"id": i, "deleted": True} for i in ids]})
 
     async def _delete_record(self, request: Request) -> Response:
-        base, refused = self._gate(request)
-        if refused or base is None:
-            return refused or Response(status_code=500)
+        base = self._gate(request)
         table = self._table(base, request)
         record_id = request.path_params["record_id"]
         if table is None or record_id not in table.records:
