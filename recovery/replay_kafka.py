@@ -56,18 +56,26 @@ class PartitionMove:
         return {"partition": self.partition, "from": self.before, "to": self.after}
 
 
-async def group_members(bootstrap_servers: str, group: str) -> list[str]:
+async def describe_group(bootstrap_servers: str, group: str) -> tuple[str, list[str]]:
+    """The group's state (`Stable`, `PreparingRebalance`, `Empty`, ...) and its member ids."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
+    state = ""
     members: list[str] = []
     for response in responses:
         for described in response.groups:
             # A DescribeGroups entry: error code, group, state, protocol type, protocol, members.
+            state = str(described[2])
             members.extend(str(member[0]) for member in described[5])
+    return state, members
+
+
+async def group_members(bootstrap_servers: str, group: str) -> list[str]:
+    _, members = await describe_group(bootstrap_servers, group)
     return members
 
 

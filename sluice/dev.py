@@ -134,6 +134,12 @@ def run_dev(settings: Settings, options: DevOptions) -> int:  # noqa: C901, PLR0
             )
             processes.append((name, process))
         _wait_ready(options.port, stopping)
+        consumer_groups = [
+            f"{settings.consumer_group_prefix}{args[1]}"
+            for _, args in dev_components(options.port)
+            if args[0] == "consume"
+        ]
+        _wait_consumers(kafka, consumer_groups, stopping)
 
         (state_dir / DEV_INFO_FILE).write_text(
             json.dumps(
@@ -205,6 +211,29 @@ def _wait_ready(port: int, stopping: _StopFlag, timeout: float = 30) -> None:
         time.sleep(0.2)
     if not stopping.stop:
         raise RuntimeError("ingest did not become ready")
+
+
+def _wait_consumers(
+    kafka: str, groups: list[str], stopping: _StopFlag, timeout: float = 60
+) -> None:
+    """Until every consumer group has joined, an event would sit in Kafka for the seconds a first
+    rebalance takes: say "running" only once they have."""
+    from recovery.replay_kafka import describe_group  # noqa: PLC0415
+
+    async def all_stable() -> bool:
+        for group in groups:
+            state, members = await describe_group(kafka, group)
+            if state != "Stable" or not members:
+                return False
+        return True
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping.stop:
+        if asyncio.run(all_stable()):
+            return
+        time.sleep(0.5)
+    if not stopping.stop:
+        log.warning("dev.consumers_not_joined", groups=groups, waited_s=timeout)
 
 
 def _print_banner(url: str, key: str, database_url: str, kafka: str, names: list[str]) -> None:
