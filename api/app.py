@@ -17,10 +17,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import jobs, leads
-from api.auth import BearerAuth
 from api.changes import ChangeFeed, changes
 from api.openapi import openapi_document
+from api.responses import ApiError, api_error_response
+from sluice.auth import BearerAuth
 from sluice.db import create_engine
+from sluice.health import healthz
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -36,9 +38,6 @@ PUBLIC_PATHS = (OPENAPI_PATH, "/healthz")
 def routes() -> list[Route]:
     async def openapi(_request: Request) -> JSONResponse:
         return JSONResponse(openapi_document())
-
-    async def healthz(_request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
 
     return [
         Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
@@ -77,6 +76,8 @@ def create_api_app(settings: Settings) -> BearerAuth:
                 await feed_task
             await engine.dispose()
 
-    app = Starlette(routes=routes(), lifespan=lifespan)
+    app = Starlette(
+        routes=routes(), lifespan=lifespan, exception_handlers={ApiError: api_error_response}
+    )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-    return BearerAuth(app, token, PUBLIC_PATHS)
+    return BearerAuth(app, token, "SLUICE_API_TOKEN", PUBLIC_PATHS)

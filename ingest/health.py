@@ -9,15 +9,14 @@ from starlette.responses import JSONResponse
 
 from ingest.responses import problem
 from sluice.db import ping
+from sluice.health import healthz
+
+__all__ = ["healthz", "readyz"]
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ingest.state import IngestState
-
-
-async def healthz(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> JSONResponse:

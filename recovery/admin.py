@@ -10,7 +10,6 @@ token every request gets 503 (closed, like the webhook endpoint without its keys
 
 from __future__ import annotations
 
-import hmac
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -22,7 +21,9 @@ from starlette.routing import Route
 from recovery.lock import RunLockedError
 from recovery.run_metrics import RunMetrics
 from recovery.runs import SOURCES, AirtableOptions, default_square_window, reconcile
+from sluice.auth import BearerAuth
 from sluice.db import create_engine
+from sluice.health import healthz
 from sluice.metrics import exposition
 
 if TYPE_CHECKING:
@@ -37,12 +38,7 @@ def _problem(status: int, detail: str, code: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
-def _authorized(request: Request, token: str) -> bool:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
-
-
-def create_admin_app(settings: Settings) -> Starlette:
+def create_admin_app(settings: Settings) -> BearerAuth:
     database_url = settings.require_database_url()
     metrics = RunMetrics()
 
@@ -55,11 +51,7 @@ def create_admin_app(settings: Settings) -> Starlette:
         finally:
             await engine.dispose()
 
-    async def reconcile_endpoint(request: Request) -> JSONResponse:  # noqa: PLR0911 - one per answer
-        if settings.admin_token is None:
-            return _problem(503, "SLUICE_ADMIN_TOKEN is not set", "not_configured")
-        if not _authorized(request, settings.admin_token.get_secret_value()):
-            return _problem(401, "missing or wrong bearer token", "unauthorized")
+    async def reconcile_endpoint(request: Request) -> JSONResponse:
         source = request.path_params["source"]
         if source not in SOURCES:
             return _problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
@@ -87,14 +79,16 @@ def create_admin_app(settings: Settings) -> Starlette:
         metrics.record(summary)
         return JSONResponse(summary.as_json(), status_code=200 if summary.ok else 500)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/admin/reconcile/{source}", reconcile_endpoint, methods=["POST"]),
             Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]),
-            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    return BearerAuth(app, token, "SLUICE_ADMIN_TOKEN", public=("/metrics", "/healthz"))
 
 
 def _metrics_endpoint(metrics: RunMetrics) -> Callable[[Request], Awaitable[Response]]:
@@ -103,10 +97,6 @@ def _metrics_endpoint(metrics: RunMetrics) -> Callable[[Request], Awaitable[Resp
         return Response(body, media_type=content_type)
 
     return endpoint
-
-
-async def _healthz(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 def _window(start: str | None, end: str | None) -> tuple[datetime, datetime] | None:
