@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.responses import ApiError, etag_response
+from api.responses import ApiError, etag_response, path_id
 from api.transitions import allowed_from, is_allowed
 from api.writes import state_change
 from schemas.app_api import AppChange, BulkStatus, JobPatch
@@ -97,7 +97,7 @@ async def list_jobs(request: Request) -> Response:
 
 async def get_job(request: Request) -> Response:
     async with transaction(request.app.state.engine) as conn:
-        row = (await conn.execute(_ONE, {"id": request.path_params["id"]})).first()
+        row = (await conn.execute(_ONE, {"id": path_id(request, "job")})).first()
     if row is None:
         return ApiError(404, "not_found", "no such job").response()
     return etag_response(request, _row(row))
@@ -157,7 +157,7 @@ async def _patch(
 
 
 async def patch_job(request: Request) -> Response:
-    booking_id = request.path_params["id"]
+    booking_id = path_id(request, "job")
     return await state_change(
         request, JobPatch, JOBS, lambda conn, body, key: _patch(conn, body, key, booking_id)
     )

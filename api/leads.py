@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.responses import ApiError, etag_response
+from api.responses import ApiError, etag_response, path_id
 from api.writes import state_change
 from consumers.lead_sync import stamp_app_change, sync_status
 from schemas.app_api import AppChange, Claim, LeadPatch, Unclaim
@@ -74,7 +74,7 @@ async def list_leads(request: Request) -> Response:
 
 
 async def get_lead(request: Request) -> Response:
-    record_id = request.path_params["id"]
+    record_id = path_id(request, "lead")
     async with transaction(request.app.state.engine) as conn:
         row = (await conn.execute(_ONE, {"id": record_id})).first()
         if row is None:
@@ -164,21 +164,21 @@ async def _patch(
 
 
 async def claim_lead(request: Request) -> Response:
-    record_id = request.path_params["id"]
+    record_id = path_id(request, "lead")
     return await state_change(
         request, Claim, LEADS, lambda conn, body, key: _claim(conn, body, key, record_id)
     )
 
 
 async def unclaim_lead(request: Request) -> Response:
-    record_id = request.path_params["id"]
+    record_id = path_id(request, "lead")
     return await state_change(
         request, Unclaim, LEADS, lambda conn, body, key: _unclaim(conn, body, key, record_id)
     )
 
 
 async def patch_lead(request: Request) -> Response:
-    record_id = request.path_params["id"]
+    record_id = path_id(request, "lead")
     return await state_change(
         request, LeadPatch, LEADS, lambda conn, body, key: _patch(conn, body, key, record_id)
     )

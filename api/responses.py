@@ -65,3 +65,19 @@ def etag_response(request: Request, body: Any) -> Response:  # noqa: ANN401 - an
     if _matches(request.headers.get("if-none-match", ""), tag):
         return Response(status_code=304, headers=headers)
     return Response(content, 200, headers=headers, media_type="application/json")
+
+
+async def api_error_response(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler: an ApiError raised anywhere becomes its answer."""
+    if not isinstance(exc, ApiError):
+        raise exc
+    return exc.response()
+
+
+def path_id(request: Request, what: str) -> str:
+    """The `{id}` of the path. A NUL character can be in no stored id (PostgreSQL refuses it in
+    text), so such an id is simply not found, rather than an error from the database."""
+    value: str = request.path_params["id"]
+    if "\x00" in value:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return value

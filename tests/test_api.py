@@ -199,6 +199,27 @@ async def test_missing_idempotency_key_is_refused(api: httpx.AsyncClient, db: Co
     assert response.status_code == 400
 
 
+async def test_nul_characters_and_oversized_bodies_are_refused_without_a_write(
+    api: httpx.AsyncClient, db: Conn
+) -> None:
+    job = insert_job(db)
+    body = {"actor": "amy\u0000", "ids": [job], "work_status": "en_route"}
+    nul = await api.post("/api/jobs/status", json=body, headers={"X-Idempotency-Key": key()})
+    assert nul.status_code == 422
+    assert "NUL" in nul.json()["detail"]
+    huge = await patch(api, f"/api/jobs/{job}", {"actor": "amy", "notes": "x" * 2_000_000})
+    assert huge.status_code == 413
+    assert scalar(db, "SELECT work_status FROM jobs WHERE booking_id = %s", job) == "scheduled"
+    assert scalar(db, "SELECT notes FROM jobs WHERE booking_id = %s", job) is None
+    assert outbox(db) == []
+    assert (await api.get("/api/jobs/a%00b")).status_code == 404
+    claim = await api.post(
+        "/api/leads/a%00b/claim", json={"actor": "amy"}, headers={"X-Idempotency-Key": key()}
+    )
+    assert claim.status_code == 404
+    assert outbox(db) == []
+
+
 async def test_unchanged_reads_answer_304(api: httpx.AsyncClient, db: Conn) -> None:
     job = insert_job(db)
     lead = insert_lead(db)
