@@ -17,6 +17,7 @@ from api.ownership_check import source_owned
 from api.responses import ApiError, json_response
 from ingest.body import BodyTooLargeError, read_limited
 from sluice.db import DatabaseUnavailableError
+from sluice.jsontext import contains_nul
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,27 +43,17 @@ def validation_problem(exc: ValidationError) -> ApiError:
 
 async def read_body(request: Request, max_bytes: int) -> Any:  # noqa: ANN401 - parsed JSON
     try:
-        raw = await read_limited(request, max_bytes)
+        raw = await read_limited(request.receive, request.headers.get("content-length"), max_bytes)
     except BodyTooLargeError as exc:
         raise ApiError(413, "too_large", f"bodies are limited to {max_bytes} bytes") from exc
     try:
         body = json.loads(raw) if raw else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
-    if _has_nul(body):
+    if contains_nul(body):
         # PostgreSQL stores no NUL in text or jsonb: refuse it here rather than fail the write.
         raise ApiError(422, "invalid_body", "strings cannot contain the NUL character (\\u0000)")
     return body
-
-
-def _has_nul(value: Any) -> bool:  # noqa: ANN401 - any parsed JSON
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
 
 
 async def _prepare(

@@ -87,7 +87,7 @@ VALUES (gen_random_uuid(), 'pgbench', gen_random_uuid()::text, 'booking.created'
   'bk' || :client_id, now(), now(), convert_to(repeat('x', {body_len}), 'UTF8'),
   '{{"content-type": "application/json"}}', NULL, NULL, NULL);
 INSERT INTO outbox (topic, key, payload, headers, event_id)
-VALUES ('square.bookings', 'bk' || :client_id, CAST('{payload}' AS jsonb),
+VALUES ('square.bookings', 'bk' || :client_id, CAST('{payload}' AS json),
   '{{"ce_id": "x"}}', gen_random_uuid());
 COMMIT;
 """

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
-from ingest.body import BodyTooLargeError, read_limited
+from ingest.answers import problem, validation_problem
 from ingest.record import NewEvent
-from ingest.responses import problem, validation_problem
 from ingest.store import store_and_answer
 from outbox.enqueue import OutboxMessage
 from schemas.airtable import SOURCE, AirtablePing
@@ -32,9 +31,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pydantic import SecretStr
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
 
+    from ingest.answers import Answer
+    from ingest.router import Delivery
     from ingest.state import IngestState
 
 log = structlog.get_logger(__name__)
@@ -65,17 +64,12 @@ def matching_webhook(secrets: Mapping[str, SecretStr], body: bytes, header: str)
     return found
 
 
-async def airtable_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - one return per answer
-    state: IngestState = request.app.state.ingest
+async def airtable_webhook(state: IngestState, delivery: Delivery) -> Answer:
     settings = state.settings
     if not settings.airtable_webhook_secrets:
         return problem(503, "airtable webhook secrets are not configured", "not_configured")
-    try:
-        body = await read_limited(request, settings.max_body_bytes)
-    except BodyTooLargeError as exc:
-        return problem(413, str(exc), "too_large")
-
-    header = request.headers.get(MAC_HEADER)
+    body = delivery.body
+    header = delivery.headers.get(MAC_HEADER)
     if not header:
         return problem(401, f"missing {MAC_HEADER} header", "missing_signature")
     signed_by = matching_webhook(settings.airtable_webhook_secrets, body, header)
@@ -89,11 +83,11 @@ async def airtable_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 -
         # Signed with one webhook's secret but naming another: not a ping we can trust.
         return problem(401, "webhook in body does not match the MAC", "unknown_webhook")
 
-    event = _new_event(ping, body, request)
+    event = _new_event(ping, body, delivery.headers)
     return await store_and_answer(state, event)
 
 
-def _new_event(ping: AirtablePing, body: bytes, request: Request) -> NewEvent:
+def _new_event(ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, str]) -> NewEvent:
     received_at = datetime.now(UTC)
     event_id = uuid.uuid4()
     cloud_event = CloudEvent[None](
@@ -124,7 +118,7 @@ def _new_event(ping: AirtablePing, body: bytes, request: Request) -> NewEvent:
         occurred_at=ping.timestamp,
         received_at=received_at,
         body=body,
-        headers={name: request.headers[name] for name in KEPT_HEADERS if name in request.headers},
+        headers={name: delivery_headers[name] for name in KEPT_HEADERS if name in delivery_headers},
         retry_number=None,
         retry_reason=None,
         initial_delivery_at=None,

@@ -15,14 +15,17 @@ import re
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from pyairtable import Api
+from pyairtable.formulas import IS_AFTER, LAST_MODIFIED_TIME, to_formula_str
 from pyairtable.models.webhook import CreateWebhookResponse, Webhook, WebhookPayloads
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
 
     from pyairtable.models.schema import BaseSchema
 
@@ -59,6 +62,20 @@ class AirtableRequestError(AirtableError):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"Airtable answered {status}: {detail}")
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    """One page of List records: `{"id", "createdTime", "fields"}` each, fields by field id."""
+
+    records: list[dict[str, Any]]
+    offset: str | None  # where the next page starts; None after the last one
+
+
+def modified_after(cutoff: datetime) -> str:
+    """`filterByFormula` for records a user changed after `cutoff` (an aware datetime):
+    `IS_AFTER(LAST_MODIFIED_TIME(), DATETIME_PARSE('<ISO 8601, UTC>'))`."""
+    return to_formula_str(IS_AFTER(LAST_MODIFIED_TIME(), cutoff))
 
 
 class BaseRateLimiter:
@@ -197,6 +214,39 @@ class AirtableClient:
         table = self.api.table(base_id, table_id)
         updated = self._call(lambda: table.batch_update(records))  # type: ignore[arg-type]
         return [dict(record) for record in updated]
+
+    def record_page(  # noqa: PLR0913 - List records' options, by keyword
+        self,
+        base_id: str,
+        table_id: str,
+        *,
+        offset: str | None = None,
+        formula: str | None = None,
+        fields: Sequence[str] = (),
+        page_size: int = 100,
+    ) -> RecordPage:
+        """One page of the walk pyairtable's `Table.iterate` makes (the same request, GET or,
+        for a long URL, POST listRecords), cells keyed by field id. One page per call, so a
+        page that failed can be asked for again from its `offset`."""
+        table = self.api.table(base_id, table_id)
+        options: dict[str, Any] = {"page_size": page_size, "use_field_ids": True}
+        if offset:
+            options["offset"] = offset
+        if formula:
+            options["formula"] = formula
+        if fields:
+            options["fields"] = list(fields)
+        answer = self._call(
+            lambda: self.api.request(
+                "get",
+                table.urls.records,
+                fallback=("post", table.urls.records_post),
+                options=options,
+            )
+        )
+        return RecordPage(
+            [dict(record) for record in answer.get("records", [])], answer.get("offset") or None
+        )
 
     def delete_webhook(self, base_id: str, webhook_id: str) -> None:
         url = self.api.build_url("bases", base_id, "webhooks", webhook_id)

@@ -31,6 +31,8 @@ from schemas.topics import Topic
 from sluice.db import transaction
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyairtable.models.webhook import WebhookPayload, WebhookPayloads
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -234,10 +236,14 @@ def payload_changes(
     return changes
 
 
-def change_event(change: RecordChange) -> NewEvent:
+def change_event(change: RecordChange, *, headers: Mapping[str, str] | None = None) -> NewEvent:
+    """The event row and outbox message of a change; `headers` are kept with the event and go on
+    the Kafka message too (the reconciler marks its snapshots this way)."""
     received_at = datetime.now(UTC)
     event_id = uuid.uuid4()
     data_json = change.model_dump_json()
+    message = record_change_message(change, data_json, event_id, received_at)
+    message.headers.update(headers or {})
     return NewEvent(
         id=event_id,
         source=SOURCE,
@@ -248,11 +254,11 @@ def change_event(change: RecordChange) -> NewEvent:
         occurred_at=change.timestamp,
         received_at=received_at,
         body=data_json.encode(),
-        headers={},
+        headers=dict(headers or {}),
         retry_number=None,
         retry_reason=None,
         initial_delivery_at=None,
-        message=record_change_message(change, data_json, event_id, received_at),
+        message=message,
     )
 
 

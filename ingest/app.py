@@ -12,7 +12,8 @@ from starlette.routing import Route
 from ingest.airtable import airtable_webhook
 from ingest.group_commit import GroupCommitWriter
 from ingest.health import healthz, readyz
-from ingest.observe import IngestMetrics, observed
+from ingest.observe import IngestMetrics
+from ingest.router import Webhook, WebhookRouter
 from ingest.square import square_webhook
 from ingest.state import IngestState
 from sluice.db import create_engine
@@ -23,10 +24,18 @@ from sluice.tracing import Tracing
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from starlette.types import ASGIApp
+
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> Starlette:
+WEBHOOKS = (
+    Webhook("/webhooks/square", "square", square_webhook),
+    Webhook("/webhooks/airtable", "airtable", airtable_webhook),
+)
+
+
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> ASGIApp:
     if settings is None:  # built here when uvicorn runs several worker processes
         settings = Settings()
         configure_logging(settings.log_format, settings.log_level)
@@ -40,7 +49,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             database_url, pool_size=settings.db_pool_size, application_name="sluice-ingest"
         )
         writer = GroupCommitWriter(
-            engine, writers=settings.ingest_writers, batch_max=settings.ingest_batch_max
+            database_url, writers=settings.ingest_writers, batch_max=settings.ingest_batch_max
         )
         await writer.start()
         app.state.ingest = IngestState(settings=settings, engine=engine, writer=writer)
@@ -58,21 +67,12 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             if tracing is not None:
                 tracing.shutdown()
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route(
-                "/webhooks/square",
-                observed(square_webhook, "square", metrics, tracing),
-                methods=["POST"],
-            ),
-            Route(
-                "/webhooks/airtable",
-                observed(airtable_webhook, "airtable", metrics, tracing),
-                methods=["POST"],
-            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    return WebhookRouter(app, WEBHOOKS, metrics, tracing)

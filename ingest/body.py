@@ -1,11 +1,15 @@
-"""Reading a request body with a hard size limit, never buffering more than the limit."""
+"""Reading a request body with a hard size limit, never buffering more than the limit.
+
+Works on the ASGI `receive` channel, so the webhook router and Starlette endpoints (through
+`request.receive`) share it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
+    from starlette.types import Receive
 
 
 class BodyTooLargeError(Exception):
@@ -14,15 +18,23 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+class ClientDisconnectedError(Exception):
+    """The client hung up before sending the whole body: there is nobody to answer."""
+
+
+async def read_limited(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise BodyTooLargeError(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnectedError
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

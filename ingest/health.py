@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse
 
-from ingest.responses import problem
+from ingest.answers import Answer, problem
 from sluice.db import ping
 from sluice.health import healthz
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ingest.state import IngestState
 
 
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> Answer | JSONResponse:
     state: IngestState = request.app.state.ingest
     try:
         await asyncio.wait_for(ping(state.engine), timeout=3)

@@ -10,17 +10,17 @@ import structlog
 from pydantic import ValidationError
 from square.utils.webhooks_helper import verify_signature
 
-from ingest.body import BodyTooLargeError, read_limited
-from ingest.responses import problem, validation_problem
+from ingest.answers import problem, validation_problem
 from ingest.square_events import square_new_event
 from ingest.store import store_and_answer
 from schemas.square import SquareEvent
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from collections.abc import Mapping
 
+    from ingest.answers import Answer
     from ingest.record import NewEvent
+    from ingest.router import Delivery
     from ingest.state import IngestState
 
 log = structlog.get_logger(__name__)
@@ -38,17 +38,12 @@ KEPT_HEADERS = (
 )
 
 
-async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - one return per answer
-    state: IngestState = request.app.state.ingest
+async def square_webhook(state: IngestState, delivery: Delivery) -> Answer:
     settings = state.settings
     if not settings.square_verification_configured or settings.square_webhook_url is None:
         return problem(503, "square webhook verification is not configured", "not_configured")
-    try:
-        body = await read_limited(request, settings.max_body_bytes)
-    except BodyTooLargeError as exc:
-        return problem(413, str(exc), "too_large")
-
-    signature = request.headers.get(SIGNATURE_HEADER)
+    body = delivery.body
+    signature = delivery.headers.get(SIGNATURE_HEADER)
     if not signature:
         return problem(401, f"missing {SIGNATURE_HEADER} header", "missing_signature")
     try:
@@ -74,12 +69,12 @@ async def square_webhook(request: Request) -> JSONResponse:  # noqa: PLR0911 - o
     except ValidationError as exc:
         return validation_problem("body is not a Square event envelope", exc)
 
-    event = _new_event(envelope, text, request)
+    event = _new_event(envelope, text, delivery.headers)
     return await store_and_answer(state, event)
 
 
-def _new_event(envelope: SquareEvent, text: str, request: Request) -> NewEvent:
-    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+def _new_event(envelope: SquareEvent, text: str, delivery_headers: Mapping[str, str]) -> NewEvent:
+    headers = {name: delivery_headers[name] for name in KEPT_HEADERS if name in delivery_headers}
     return square_new_event(
         envelope, text, event_id=uuid.uuid4(), received_at=datetime.now(UTC), headers=headers
     )

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
+from sluice.db import driver_connection
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
@@ -47,42 +46,53 @@ class OutboxMessage:
 
 
 # Parameters travel as one JSON document per statement: encoding a JSON text is C-fast, where
-# adapting a dozen Python lists to PostgreSQL arrays dominated the ingest hot path.
-_LOCK_KEYS = text(
-    """
-    SELECT pg_advisory_xact_lock(:namespace, h)
-    FROM (SELECT DISTINCT hashtext(k) AS h FROM json_array_elements_text(CAST(:keys AS json)) AS k
-          ORDER BY 1) AS s
-    """
-)
-
-_INSERT = text(
-    """
+# adapting a dozen Python lists to PostgreSQL arrays dominated the ingest hot path. Statements run
+# on the driver connection (sluice.db.driver_connection), so placeholders are psycopg's.
+#
+# Every statement that writes outbox rows starts with this CTE: the key locks, in a fixed order.
+# It is materialised and aggregated, and the rows to insert are joined to it, so every lock is held
+# before the statement produces a single row, and one statement does both (one round trip).
+LOCKS_CTE = """
+    locks AS MATERIALIZED (
+        SELECT count(*) AS taken FROM (
+            SELECT pg_advisory_xact_lock(%(namespace)s, h)
+            FROM (SELECT DISTINCT hashtext(k) AS h
+                  FROM json_array_elements_text(%(keys)s::json) AS k ORDER BY 1) AS s) AS l)
+"""
+# The message columns of a rows document, and the insert they feed (rows of `m`, in `m.n` order).
+MESSAGE_COLUMNS = "topic text, key text, payload text, headers json, event_id uuid"
+INSERT_MESSAGES = """
     INSERT INTO outbox (topic, key, payload, headers, event_id)
-    SELECT m.topic, m.key, CAST(m.payload AS jsonb), m.headers, m.event_id
-    FROM ROWS FROM (json_to_recordset(CAST(:rows AS json))
-            AS (topic text, key text, payload text, headers jsonb, event_id uuid))
+    SELECT m.topic, m.key, CAST(m.payload AS json), m.headers, m.event_id
+"""
+
+_ENQUEUE = f"""
+    WITH {LOCKS_CTE}
+    {INSERT_MESSAGES}
+    FROM locks, ROWS FROM (json_to_recordset(%(rows)s::json) AS ({MESSAGE_COLUMNS}))
         WITH ORDINALITY AS m(topic, key, payload, headers, event_id, n)
     ORDER BY m.n
-    """
-)
+"""
 
 
 async def enqueue(conn: AsyncConnection, messages: Sequence[OutboxMessage]) -> None:
-    if not messages:
-        return
-    await conn.execute(
-        _LOCK_KEYS,
-        {"namespace": KEY_LOCK_NAMESPACE, "keys": json_text([m.key for m in messages])},
-    )
-    rows = [
-        {
-            "topic": m.topic,
-            "key": m.key,
-            "payload": m.payload_json,
-            "headers": m.headers,
-            "event_id": None if m.event_id is None else str(m.event_id),
-        }
-        for m in messages
-    ]
-    await conn.execute(_INSERT, {"rows": json_text(rows)})
+    if messages:
+        pg = await driver_connection(conn)
+        rows = json_text([message_row(m) for m in messages])
+        await pg.execute(_ENQUEUE, {**lock_params(messages), "rows": rows})
+
+
+def lock_params(messages: Sequence[OutboxMessage]) -> dict[str, Any]:
+    """The parameters LOCKS_CTE takes: the keys of `messages`."""
+    return {"namespace": KEY_LOCK_NAMESPACE, "keys": json_text([m.key for m in messages])}
+
+
+def message_row(message: OutboxMessage) -> dict[str, Any]:
+    """A message as a row of a rows document (MESSAGE_COLUMNS)."""
+    return {
+        "topic": message.topic,
+        "key": message.key,
+        "payload": message.payload_json,
+        "headers": message.headers,
+        "event_id": None if message.event_id is None else str(message.event_id),
+    }

@@ -13,14 +13,11 @@ import psycopg
 import structlog
 
 from outbox.health import Backoff
+from sluice.db import libpq_url
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "sluice_outbox"
-
-
-def libpq_url(database_url: str) -> str:
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 class CommitListener:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Computed,
@@ -65,8 +66,9 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     topic: Mapped[str] = mapped_column(Text)
     key: Mapped[str] = mapped_column(Text)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    # json, not jsonb: written once, read once as text; kept exactly as encoded (migration 0007).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
     event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Which relay bucket the row's key belongs to; see outbox/leases.py. Computed by PostgreSQL.

@@ -22,7 +22,9 @@ _SQUARE_TOPIC_BY_ENTITY = {
     "booking": Topic.SQUARE_BOOKINGS,
     "customer": Topic.SQUARE_CUSTOMERS,
 }
+# Looked up once: member access on an Enum class is slow on Python 3.11, and this runs per delivery.
+_SQUARE_OTHER = Topic.SQUARE_EVENTS
 
 
 def square_topic(entity_type: str | None) -> Topic:
-    return _SQUARE_TOPIC_BY_ENTITY.get(entity_type or "", Topic.SQUARE_EVENTS)
+    return _SQUARE_TOPIC_BY_ENTITY.get(entity_type or "", _SQUARE_OTHER)

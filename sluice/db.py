@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -32,9 +33,16 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "slui
     )
 
 
+def libpq_url(database_url: str) -> str:
+    """The same database as a libpq URL, for connections psycopg opens without SQLAlchemy."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | OSError):
         return True
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True  # from statements run on the driver connection (driver_connection)
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
@@ -50,6 +58,20 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         if is_transient(exc):
             raise DatabaseUnavailableError(str(exc).splitlines()[0]) from exc
         raise
+
+
+async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under `conn`, inside the same transaction.
+
+    For the write-path statements run once per batch on every delivery: SQLAlchemy's execution
+    layer (compile cache, parameter processing, result wrapping) costs more CPU than psycopg
+    running the statement. Everything else goes through SQLAlchemy.
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, psycopg.AsyncConnection):
+        raise TypeError(f"expected a psycopg async connection, got {type(driver).__name__}")
+    return driver
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING
 import psycopg
 import uvicorn
 
+from sluice.db import libpq_url
 from sluice.embedded import free_port
 from sluice.migrate import upgrade
 from sluice.settings import normalise_database_url
+
+__all__ = ["PostgresCluster", "cluster_from_env", "libpq_url", "running_server"]
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from starlette.types import ASGIApp
-
-
-def libpq_url(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 @dataclass

@@ -291,7 +291,7 @@ async def test_nul_character_is_400_not_500(client: httpx.AsyncClient, db: Conn)
     body, headers = signed_square_delivery(event, key=SIGNATURE_KEY, url=WEBHOOK_URL)
     response = await post(client, body, headers)
     assert response.status_code == 400
-    assert "database refused" in response.json()["detail"]
+    assert "NUL character" in response.json()["detail"]
     assert counts(db) == (0, 0)
 
 
