@@ -10,6 +10,11 @@ echo. An echo writes nothing it does not have to (a change that carries only the
 cells we wrote is dropped whole), and never counts as Airtable editing an app-owned field, so
 it can neither bounce back out nor turn the app's newer values into conflicts. Anyone else's
 edit of an app-owned field is stamped for the write-back's conflict check (consumers/lead_sync.py).
+
+A reconcile sweep's snapshot (`RecordChange.sweep`) carries every mapped source cell and the row
+version the sweep saw: it is written after the batch's webhook changes, as a snapshot upsert
+(schemas/ownership.py), so it applies only while the row is still at that version. A change
+that landed meanwhile wins; the next sweep catches whatever is still left.
 """
 
 from __future__ import annotations
@@ -49,13 +54,20 @@ class MappingResolver:
         self._lock = asyncio.Lock()
 
     async def table(self, base_id: str, table_id: str) -> ResolvedTable | None:
+        return (await self._base(base_id)).get(table_id)
+
+    async def tables(self, base_id: str) -> list[ResolvedTable]:
+        """Every mapped table the base has."""
+        return list((await self._base(base_id)).values())
+
+    async def _base(self, base_id: str) -> dict[str, ResolvedTable]:
         if base_id not in self._bases:
             async with self._lock:
                 if base_id not in self._bases:
                     schema = await asyncio.to_thread(self._client.schema, base_id)
                     resolved = [resolve(m, base_id, schema) for m in self._mappings]
                     self._bases[base_id] = {r.table_id: r for r in resolved if r is not None}
-        return self._bases[base_id].get(table_id)
+        return self._bases[base_id]
 
 
 def change_row(resolved: ResolvedTable, change: RecordChange) -> dict[str, Any]:
@@ -71,7 +83,7 @@ def change_row(resolved: ResolvedTable, change: RecordChange) -> dict[str, Any]:
         row["deleted_at"] = change.timestamp
         return row
     row.update(resolved.columns(change.cells))
-    if change.action == "created" and change.created_time is not None:
+    if change.created_time is not None:  # a created record's, or a snapshot's
         row["airtable_created_at"] = change.created_time
     return row
 
@@ -110,6 +122,8 @@ async def apply_record_changes(
 ) -> int:
     """Write `changes` into their projections in the caller's transaction; returns rows changed."""
     rows_by_projection: dict[Ownership, list[dict[str, Any]]] = defaultdict(list)
+    # Per projection, the latest snapshot of each record in the batch.
+    snapshots: dict[Ownership, dict[str, dict[str, Any]]] = defaultdict(dict)
     app_edits: list[tuple[str, str, datetime, Any]] = []
     for change in changes:
         resolved = await resolver.table(change.base_id, change.table_id)
@@ -117,6 +131,9 @@ async def apply_record_changes(
             continue  # a table no projection maps: recorded in inbound_events, not projected
         ownership = resolved.mapping.ownership
         row = change_row(resolved, change)
+        if change.sweep is not None:
+            snapshots[ownership][change.record_id] = row  # not an edit: nothing to stamp
+            continue
         if is_echo(change, own_user_ids):
             if change.action == "changed" and not set(row) - _FRAME - {
                 ownership.key,
@@ -132,10 +149,27 @@ async def apply_record_changes(
     await stamp_airtable_changes(conn, app_edits)
     changed = 0
     for ownership, rows in rows_by_projection.items():
-        # One upsert per set of columns: a statement writes the same columns for every row.
-        by_columns: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
-        for row in merge_in_order(ownership, rows):
-            by_columns[frozenset(row)].append(row)
-        for same_columns in by_columns.values():
-            changed += len(await upsert(conn, ownership, same_columns))
+        changed += await _upsert_by_columns(conn, ownership, merge_in_order(ownership, rows))
+    # After the changes: a change in this batch can only make a snapshot lose, never the reverse.
+    for ownership, by_record in snapshots.items():
+        changed += await _upsert_by_columns(
+            conn, ownership, list(by_record.values()), snapshot=True
+        )
+    return changed
+
+
+async def _upsert_by_columns(
+    conn: AsyncConnection,
+    ownership: Ownership,
+    rows: Sequence[dict[str, Any]],
+    *,
+    snapshot: bool = False,
+) -> int:
+    # One upsert per set of columns: a statement writes the same columns for every row.
+    by_columns: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_columns[frozenset(row)].append(row)
+    changed = 0
+    for same_columns in by_columns.values():
+        changed += len(await upsert(conn, ownership, same_columns, snapshot=snapshot))
     return changed

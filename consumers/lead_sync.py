@@ -10,11 +10,17 @@ Three writers, each in the transaction of its own change:
 
 A field needs pushing while `app_changed_at` is newer than `pushed_app_changed_at`; it is a
 conflict, and skipped, when Airtable changed it later than the app did.
+
+The reconciler's table sweep asks for pushes again (`push_again`) when Airtable does not hold an
+app-owned value, through the same stamp and pending mark: the pusher and its conflict check
+decide as for any staff change.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -81,6 +87,59 @@ async def stamp_airtable_changes(
         for r, c, at, value in changes
     ]
     await conn.execute(_STAMP_AIRTABLE, {"rows": json.dumps(rows, default=str)})
+
+
+_FIELDS_OF = text(
+    """
+    SELECT record_id, column_name, app_changed_at, pushed_app_changed_at, airtable_changed_at
+    FROM lead_sync_fields WHERE record_id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsynced:
+    """An app-owned field of a lead whose value Airtable does not hold."""
+
+    record_id: str
+    column: str
+    app_has_value: bool
+
+
+async def push_again(conn: AsyncConnection, fields: Sequence[Unsynced]) -> set[str]:
+    """Ask the write-back to push these fields again where the app's value is the one to keep;
+    returns the leads asked. Per field:
+
+    - never stamped by the app (set before the write-back existed, or by hand): stamped now, as
+      a staff change, unless the app holds nothing there or Airtable's own edit of it is known;
+    - stamped but not pushed (the push failed for good, or is still due): marked pending; the
+      pusher's conflict check still applies;
+    - pushed, and Airtable holds something else: someone changed it there after our push, so
+      Airtable's value stands.
+    """
+    if not fields:
+        return set()
+    stamps = {
+        (row.record_id, row.column_name): row
+        for row in await conn.execute(_FIELDS_OF, {"ids": sorted({f.record_id for f in fields})})
+    }
+    to_stamp: dict[str, list[str]] = defaultdict(list)
+    owed: set[str] = set()
+    for field in fields:
+        stamp = stamps.get((field.record_id, field.column))
+        if stamp is None or stamp.app_changed_at is None:
+            airtable_edited = stamp is not None and stamp.airtable_changed_at is not None
+            if field.app_has_value and not airtable_edited:
+                to_stamp[field.record_id].append(field.column)
+        elif (
+            stamp.pushed_app_changed_at is None
+            or stamp.pushed_app_changed_at < stamp.app_changed_at
+        ):
+            owed.add(field.record_id)
+    for record_id, columns in to_stamp.items():
+        await stamp_app_change(conn, record_id, columns)
+    await mark_pending(conn, owed - set(to_stamp))
+    return owed | set(to_stamp)
 
 
 _SYNC_OF = text(

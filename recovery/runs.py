@@ -80,7 +80,13 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         transport=square_transport,
                     )
                 else:
-                    await _airtable(settings, engine, summary, airtable or AirtableOptions())
+                    await _airtable(
+                        settings,
+                        engine,
+                        summary,
+                        airtable or AirtableOptions(),
+                        show_progress=show_progress,
+                    )
     finally:
         if own_engine:
             await engine.dispose()
@@ -116,8 +122,14 @@ async def _square(  # noqa: PLR0913
 
 
 async def _airtable(
-    settings: Settings, engine: AsyncEngine, summary: RunSummary, options: AirtableOptions
+    settings: Settings,
+    engine: AsyncEngine,
+    summary: RunSummary,
+    options: AirtableOptions,
+    *,
+    show_progress: bool,
 ) -> None:
     from recovery.reconcile_airtable import reconcile_airtable  # noqa: PLC0415
 
-    await reconcile_airtable(settings, engine, summary, options)
+    with progress_bar("airtable records", enabled=show_progress) as progress:
+        await reconcile_airtable(settings, engine, summary, options, progress=progress)

@@ -2,14 +2,15 @@
 
 Airtable's webhook carries no data, only "something changed in this base"; the changes are
 fetched from the webhook's payload list. Each record change in a payload becomes one
-`RecordChange`, the `data` of an `airtable.records` event.
+`RecordChange`, the `data` of an `airtable.records` event. The reconciler's table sweep
+(recovery/airtable_sweep.py) writes record changes too: snapshots of what it listed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 SOURCE = "airtable"
 
@@ -38,7 +39,8 @@ class AirtablePing(BaseModel):
 
 
 class RecordChange(BaseModel):
-    """One record created, changed or destroyed in one Airtable transaction."""
+    """One record created, changed or destroyed in one Airtable transaction, or a sweep's
+    snapshot of one record."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -46,10 +48,13 @@ class RecordChange(BaseModel):
     table_id: str
     record_id: str
     action: RecordAction
-    webhook_id: str
+    # The webhook whose payload carried the change; None on a sweep's snapshot.
+    webhook_id: str | None = None
     # Position of the payload in the webhook's payload list: with the ids above, unique.
-    payload_cursor: int
-    # Airtable's per-base transaction counter: orders changes to one record.
+    payload_cursor: int | None = None
+    # Airtable's per-base transaction counter: orders changes to one record. On a snapshot, the
+    # row version the sweep saw (0: no row yet); the snapshot applies only while the row is
+    # still at it.
     base_transaction_number: int
     timestamp: AwareDatetime
     # actionMetadata.source: `publicApi` is a change made through the API (perhaps by us).
@@ -59,6 +64,17 @@ class RecordChange(BaseModel):
     # Created: every cell. Changed: only the cells that changed. Destroyed: none.
     cells: dict[str, Any] = Field(default_factory=dict)
     previous_cells: dict[str, Any] | None = None
+    # Set on a reconcile sweep's snapshot instead of the webhook fields: what tells the
+    # snapshots of one record apart (the row version and state it was compared with, and a
+    # digest of the cells); a snapshot carries every mapped source cell, empty ones as null.
+    sweep: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Self:
+        from_webhook = self.webhook_id is not None and self.payload_cursor is not None
+        if from_webhook == (self.sweep is not None):
+            raise ValueError("a record change comes from a webhook payload or from a sweep")
+        return self
 
     @property
     def key(self) -> str:
@@ -66,10 +82,14 @@ class RecordChange(BaseModel):
 
     @property
     def provider_event_id(self) -> str:
-        # Deterministic: fetching the same payload again yields the same ids, stored once.
-        return ":".join(
-            (self.webhook_id, str(self.payload_cursor), self.table_id, self.record_id, self.action)
+        # Deterministic: fetching the same payload again (or sweeping the same record in the
+        # same state) yields the same ids, stored once.
+        origin = (
+            f"sweep:{self.sweep}"
+            if self.sweep is not None
+            else f"{self.webhook_id}:{self.payload_cursor}"
         )
+        return f"{origin}:{self.table_id}:{self.record_id}:{self.action}"
 
     @property
     def event_type(self) -> str:

@@ -37,7 +37,10 @@ _TOPIC_DESCRIPTIONS = {
     "square.customers": "Square customer events, keyed by customer id.",
     "square.events": "Every other Square event type, keyed by its entity id.",
     "airtable.pings": "Airtable webhook notifications, keyed by webhook id.",
-    "airtable.records": "Record changes fetched from Airtable webhook payloads, keyed by record.",
+    "airtable.records": (
+        "Record changes fetched from Airtable webhook payloads, and the reconciler's snapshots"
+        " of records, keyed by record."
+    ),
 }
 
 # CloudEvents Kafka binary-mode headers every message carries, and the optional ones.

@@ -10,6 +10,11 @@ Ordering is per row: the version column holds the source's version of the row (S
 only when it carries a higher version. A `sticky` column (a deletion time, a merge target) is the
 exception: once set it is kept, whatever the version of later changes, because the fact it
 records cannot be undone by an older event arriving late.
+
+A *snapshot* is the exception to the exception: the source's state as a reconciler read it, not
+a change. It carries the version the row had when the reconciler looked and applies only while
+the row is still at that version (a tie wins, anything newer makes it lose), sticky columns
+included: what it says was inferred at that moment, and a newer change knows better.
 """
 
 from __future__ import annotations
@@ -128,18 +133,23 @@ def _is_json(ownership: Ownership, column: str) -> bool:
 
 
 @cache
-def upsert_statement(ownership: Ownership, columns: frozenset[str]) -> TextClause:
+def upsert_statement(
+    ownership: Ownership, columns: frozenset[str], *, snapshot: bool = False
+) -> TextClause:
     """INSERT ... ON CONFLICT for many rows at once, writing only `columns` (plus the key).
 
     `columns` may be any subset of the source columns, so a change that carries only some fields
     (an Airtable record update) writes only those. Non-sticky columns need the version column in
-    the set: they change only when the incoming version is higher than the row's.
+    the set: they change only when the incoming version is higher than the row's. With
+    `snapshot`, rows apply while the row's version is still theirs (equal or lower), sticky
+    columns too.
     """
     ownership.check_writable(columns)
     plain = sorted(c for c in columns if not ownership.is_sticky(c))
     sticky = sorted(c for c in columns if ownership.is_sticky(c))
-    if plain and ownership.version not in columns:
-        raise OwnershipError(f"{ownership.name}: writing {plain} needs the version column")
+    if (plain or snapshot) and ownership.version not in columns:
+        what = plain or "a snapshot"
+        raise OwnershipError(f"{ownership.name}: writing {what} needs the version column")
     names = [ownership.key, *plain, *sticky]
     # The rows travel as one JSON document, typed by json_to_recordset: one statement, any number
     # of rows, and far cheaper to encode than one PostgreSQL array per column.
@@ -148,7 +158,7 @@ def upsert_statement(ownership: Ownership, columns: frozenset[str]) -> TextClaus
     )
     selected = ", ".join(f"v.{n}" for n in names)
     version = ownership.version
-    newer = f"(t.{version} IS NULL OR EXCLUDED.{version} > t.{version})"
+    newer = f"(t.{version} IS NULL OR EXCLUDED.{version} {'>=' if snapshot else '>'} t.{version})"
     # With sticky columns the row may be updated for their sake alone, so each plain column then
     # carries its own version guard; without them the WHERE clause guards the whole update.
     sets = [
@@ -158,8 +168,9 @@ def upsert_statement(ownership: Ownership, columns: frozenset[str]) -> TextClaus
         for c in plain
     ]
     sets += [f"{c} = COALESCE(t.{c}, EXCLUDED.{c})" for c in sticky]
-    conditions = [newer] if plain else []
-    conditions += [f"(t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)" for c in sticky]
+    conditions = [newer] if plain or snapshot else []
+    if not snapshot:
+        conditions += [f"(t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)" for c in sticky]
     table = ownership.name
     on_conflict = (
         f"DO UPDATE SET {', '.join(sets)} WHERE {' OR '.join(conditions)}" if sets else "DO NOTHING"
@@ -173,9 +184,17 @@ def upsert_statement(ownership: Ownership, columns: frozenset[str]) -> TextClaus
 
 
 async def upsert(
-    conn: AsyncConnection, ownership: Ownership, rows: Sequence[Mapping[str, Any]]
+    conn: AsyncConnection,
+    ownership: Ownership,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    snapshot: bool = False,
 ) -> set[str]:
-    """Write `rows` (one per key, all with the same columns); returns the keys that changed."""
+    """Write `rows` (one per key, all with the same columns); returns the keys that changed.
+
+    `snapshot`: the rows are the source's state as read at the version they carry, not changes
+    (see the module docstring).
+    """
     if not rows:
         return set()
     columns = frozenset(rows[0]) - {ownership.key}
@@ -183,7 +202,7 @@ async def upsert(
         if frozenset(row) - {ownership.key} != columns:
             raise ValueError("every row of one upsert must carry the same columns")
     params = {"rows": json_text([dict(row) for row in rows])}
-    result = await conn.execute(upsert_statement(ownership, columns), params)
+    result = await conn.execute(upsert_statement(ownership, columns, snapshot=snapshot), params)
     return {row[0] for row in result}
 
 

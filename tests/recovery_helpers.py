@@ -1,4 +1,4 @@
-"""Shared pieces of the recovery tests: outbox rows, and applying them as the jobs consumer."""
+"""Shared pieces of the recovery tests: outbox rows, and applying them as a consumer would."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sluice.db import create_engine
 from tests.services import libpq_url
 
 if TYPE_CHECKING:
+    from consumers.message import Projection
     from consumers.runtime import BatchOutcome
 
 
@@ -43,16 +44,22 @@ def as_consumed(rows: list[dict[str, Any]]) -> list[ConsumedMessage]:
     ]
 
 
-async def apply_as_jobs_consumer(database_url: str, rows: list[dict[str, Any]]) -> BatchOutcome:
-    """Run the jobs consumer's own batch path (decode, dedupe, apply) on these messages."""
+async def apply_as(
+    projection: Projection[Any], database_url: str, rows: list[dict[str, Any]]
+) -> BatchOutcome:
+    """Run a consumer's own batch path (decode, dedupe, apply) on these messages."""
     engine = create_engine(database_url, pool_size=1)
     try:
         runtime = ConsumerRuntime(
-            JobsProjection(), engine, ConsumerConfig(bootstrap_servers="unused", group_id="t")
+            projection, engine, ConsumerConfig(bootstrap_servers="unused", group_id="t")
         )
         return await runtime.apply_batch(as_consumed(rows))
     finally:
         await engine.dispose()
+
+
+async def apply_as_jobs_consumer(database_url: str, rows: list[dict[str, Any]]) -> BatchOutcome:
+    return await apply_as(JobsProjection(), database_url, rows)
 
 
 def clear_outbox(database_url: str) -> None:

@@ -21,6 +21,7 @@ from schemathesis import GenerationMode
 from api.app import create_api_app
 from ingest.app import create_app
 from recovery.admin import create_admin_app
+from sluice.fakes.airtable import FakeAirtable, add_leads_table
 from sluice.fakes.square import FakeSquare
 from sluice.settings import Settings
 from tests.api_helpers import API_TOKEN, insert_job, insert_lead
@@ -66,12 +67,20 @@ def api_url(fuzz_db_url: str) -> Iterator[str]:
 def ingest_and_admin(fuzz_db_url: str) -> Iterator[tuple[str, str]]:
     fake = FakeSquare()
     fake.add_booking(datetime.now(UTC) + timedelta(hours=2))
-    with served_in_thread(fake.app) as square_url:
+    # The base of the lead in fuzz_db, for the Airtable reconcile's sweep.
+    airtable = FakeAirtable()
+    add_leads_table(airtable, airtable.add_base(base_id="appTEST").id)
+    with (
+        served_in_thread(fake.app) as square_url,
+        served_in_thread(airtable.app) as airtable_url,
+    ):
         app_settings = Settings(
             DATABASE_URL=fuzz_db_url,
             SQUARE_WEBHOOK_SIGNATURE_KEYS="fuzz-signature-key",
             SQUARE_WEBHOOK_URL="https://sluice.example.com/webhooks/square",
             AIRTABLE_WEBHOOK_SECRETS="achFUZZfuzz000001=ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=",
+            AIRTABLE_API_URL=airtable_url,
+            AIRTABLE_API_KEY=airtable.token,
             SQUARE_API_URL=square_url,
             SQUARE_ACCESS_TOKEN=fake.token,
             SLUICE_ADMIN_TOKEN=ADMIN_TOKEN,

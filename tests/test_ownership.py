@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from schemas.leads import LEADS
 from schemas.ownership import Ownership, OwnershipError, upsert, upsert_statement
 from schemas.projections import JOBS, SQUARE_CUSTOMERS
 from sluice.db import create_engine, transaction
@@ -121,3 +122,45 @@ async def test_sticky_column_is_kept_whatever_the_version(engine: AsyncEngine, d
 def test_plain_columns_need_the_version() -> None:
     with pytest.raises(OwnershipError, match="needs the version column"):
         upsert_statement(SQUARE_CUSTOMERS, frozenset({"display_name"}))
+
+
+async def test_a_snapshot_applies_only_while_the_row_is_at_its_version(
+    engine: AsyncEngine, db: Conn
+) -> None:
+    def lead(version: int, **columns: Any) -> dict[str, Any]:
+        return {"record_id": "rec1", "airtable_txn": version, **columns}
+
+    async def write_lead(row: dict[str, Any], *, snapshot: bool = False) -> set[str]:
+        async with transaction(engine) as conn:
+            return await upsert(conn, LEADS, [row], snapshot=snapshot)
+
+    def name_version_deleted() -> tuple[Any, ...]:
+        row = db.execute(
+            "SELECT full_name, airtable_txn, deleted_at FROM leads WHERE record_id = 'rec1'"
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    frame = {"base_id": "app1", "table_id": "tbl1"}
+    await write_lead(lead(5, full_name="Ada", **frame))
+    # A plain change at the row's own version is an old one: ignored.
+    assert await write_lead(lead(5, full_name="Ada?", **frame)) == set()
+    # A snapshot taken while the row was at 5 applies: a tie.
+    assert await write_lead(lead(5, full_name="Ada L.", **frame), snapshot=True) == {"rec1"}
+    assert name_version_deleted() == ("Ada L.", 5, None)
+    # A change landed meanwhile: a snapshot still carrying 5 loses, its sticky column too.
+    await write_lead(lead(6, full_name="Ada Lovelace", **frame))
+    gone = datetime(2025, 4, 1, tzinfo=UTC)
+    assert await write_lead(lead(5, full_name="Old", **frame), snapshot=True) == set()
+    assert await write_lead(lead(5, deleted_at=gone, **frame), snapshot=True) == set()
+    assert name_version_deleted() == ("Ada Lovelace", 6, None)
+    assert await write_lead(lead(6, deleted_at=gone, **frame), snapshot=True) == {"rec1"}
+    assert name_version_deleted() == ("Ada Lovelace", 6, gone)
+
+
+def test_a_snapshot_needs_the_version() -> None:
+    assert ">= t.airtable_txn" in str(
+        upsert_statement(LEADS, frozenset({"airtable_txn", "full_name"}), snapshot=True)
+    )
+    with pytest.raises(OwnershipError, match="a snapshot needs the version column"):
+        upsert_statement(LEADS, frozenset({"deleted_at"}), snapshot=True)

@@ -29,6 +29,10 @@ from tests.services import running_server
 from tests.test_airtable_pipeline import eventually, lead_row, ping, relay_outbox, running
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from tests.api_helpers import Conn
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -52,6 +56,36 @@ def _patches(fake: FakeAirtable, base_id: str) -> list[Any]:
     return [r for r in fake.requests_for(base_id) if r.method == "PATCH"]
 
 
+@contextlib.asynccontextmanager
+async def relay_and_writeback(
+    client: AirtableClient,
+    engine: AsyncEngine,
+    database_url: str,
+    kafka_bootstrap: str,
+    suffix: str,
+) -> AsyncIterator[AirtableWriteback]:
+    """The outbox relayed to Kafka (topics renamed with `suffix`), and the write-back's pusher
+    running; the write-back consumer itself is the caller's to run."""
+    writeback = AirtableWriteback(
+        client,
+        CircuitBreaker(counts=breaker_counts),
+        database_url=database_url,
+        topics=(f"app.changes.{suffix}",),
+        config=PusherConfig(call_backoff=Backoff(0.01, 0.05), poll_seconds=0.2),
+    )
+    stopping = asyncio.Event()
+    relay = asyncio.create_task(relay_outbox(database_url, kafka_bootstrap, suffix))
+    pusher = asyncio.create_task(writeback.run_alongside(engine, stopping))
+    try:
+        yield writeback
+    finally:
+        stopping.set()
+        for task in (relay, pusher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def test_own_write_comes_back_as_an_echo_and_stops_there(
     database_url: str, kafka_bootstrap: str, db: Conn
 ) -> None:
@@ -70,18 +104,11 @@ async def test_own_write_comes_back_as_an_echo_and_stops_there(
         client = AirtableClient(
             fake.token, endpoint_url=airtable_url, limiter=BaseRateLimiter(5, 0.3)
         )
-        writeback = AirtableWriteback(
-            client,
-            CircuitBreaker(counts=breaker_counts),
-            database_url=database_url,
-            topics=(f"app.changes.{suffix}",),
-            config=PusherConfig(call_backoff=Backoff(0.01, 0.05), poll_seconds=0.2),
-        )
-        stopping = asyncio.Event()
-        relay = asyncio.create_task(relay_outbox(database_url, kafka_bootstrap, suffix))
-        pusher = asyncio.create_task(writeback.run_alongside(engine, stopping))
         try:
             async with (
+                relay_and_writeback(
+                    client, engine, database_url, kafka_bootstrap, suffix
+                ) as writeback,
                 running_server(create_app(settings)) as ingest_url,
                 running_server(create_api_app(settings)) as api_url,
                 httpx.AsyncClient(base_url=ingest_url, timeout=20) as http,
@@ -145,9 +172,4 @@ async def test_own_write_comes_back_as_an_echo_and_stops_there(
                 # App-owned: never overwritten from Airtable.
                 assert (lead_row(db, rec) or {})["notes"] == "call Tuesday"
         finally:
-            stopping.set()
-            for task in (relay, pusher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await engine.dispose()

@@ -10,6 +10,12 @@ the Web API come back as `actionMetadata.source = publicApi` by the token's user
 changes made "in the UI" as `client` by a colleague (`person_user_id`), so echo suppression can
 be tested against it.
 
+Record listing pages 100 at a time with an `offset`, honours `returnFieldsByFieldId` and
+`fields[]`, and of `filterByFormula` exactly the shape the reconciler sends,
+`IS_AFTER(LAST_MODIFIED_TIME(), DATETIME_PARSE('<ISO 8601>'))`, against each record's last
+modified time (set when it is created or a cell of it changes); any other formula gets Airtable's
+422 `INVALID_FILTER_BY_FORMULA`. The options of every listing are kept in `listings`.
+
 For tests it records each request's arrival time, can answer 429 or 5xx on demand, and can
 enforce Airtable's 5 requests/s per base itself. `POST /_fake/bases/{base}/tables/{table}/changes`
 lets `sluice simulate airtable` make a change as if a person had made it in Airtable's UI.
@@ -18,6 +24,7 @@ lets `sluice simulate airtable` make a change as if a person had made it in Airt
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import string
 import time
@@ -39,7 +46,10 @@ WEBHOOK_LIFETIME = timedelta(days=7)
 MAX_RECORDS_PER_WRITE = 10
 MAX_PAYLOADS_PER_PAGE = 50
 MAX_WEBHOOKS_PER_BASE = 10
+MAX_PAGE_SIZE = 100
 _ID_ALPHABET = string.ascii_letters + string.digits
+# The one filterByFormula the fake understands (what recovery's sweep sends for a lookback).
+_MODIFIED_AFTER = re.compile(r"IS_AFTER\(LAST_MODIFIED_TIME\(\), DATETIME_PARSE\('([^']+)'\)\)")
 
 
 def airtable_id(prefix: str) -> str:
@@ -95,6 +105,11 @@ class FakeRecord:
     id: str
     created_time: datetime
     cells: dict[str, Any]  # by field id, records-API format
+    modified_time: datetime | None = None  # LAST_MODIFIED_TIME(): created_time until a change
+
+    def __post_init__(self) -> None:
+        if self.modified_time is None:
+            self.modified_time = self.created_time
 
 
 @dataclass
@@ -120,11 +135,15 @@ class FakeTable:
             "views": [{"id": self.view_id, "name": "Grid view", "type": "grid"}],
         }
 
-    def record_json(self, record: FakeRecord, *, by_id: bool) -> dict[str, Any]:
+    def record_json(
+        self, record: FakeRecord, *, by_id: bool, only: set[str] | None = None
+    ) -> dict[str, Any]:
         fields = {}
         for field_id, value in record.cells.items():
             if value in (None, "", [], False):
                 continue  # Airtable leaves empty cells out
+            if only is not None and field_id not in only:
+                continue
             fields[field_id if by_id else self.field(field_id).name] = value
         return {"id": record.id, "createdTime": _ts(record.created_time), "fields": fields}
 
@@ -235,6 +254,7 @@ class FakeAirtable:
         self.rate_limit_per_base = rate_limit_per_base
         self.bases: dict[str, FakeBase] = {}
         self.requests: list[RecordedRequest] = []
+        self.listings: list[dict[str, Any]] = []  # each List records request's options
         # Called with each request before it is answered (tests use it to crash things).
         self.on_request: Callable[[RecordedRequest], None] | None = None
         self._injected: list[_Injected] = []
@@ -302,6 +322,7 @@ class FakeAirtable:
                     changed[field_id] = value
                     record.cells[field_id] = value
             if changed:
+                record.modified_time = datetime.now(UTC)
                 changes.append(_Change(fake_table, record, "update", changed, previous))
         self._commit(base, changes, source)
 
@@ -562,13 +583,30 @@ class FakeAirtable:
         if table is None:
             return _error(404, "TABLE_NOT_FOUND", "Could not find table")
         options: dict[str, Any] = dict(request.query_params)
+        if "fields[]" in request.query_params:
+            options["fields"] = request.query_params.getlist("fields[]")
+            del options["fields[]"]
         if request.method == "POST":
             options.update(await request.json())
+        self.listings.append(options)
         by_id = str(options.get("returnFieldsByFieldId", "0")).lower() in ("1", "true")
-        size = min(int(options.get("pageSize", 100)), 100)
+        size = min(int(options.get("pageSize", MAX_PAGE_SIZE)), MAX_PAGE_SIZE)
         start = int(options.get("offset", 0) or 0)
+        try:
+            only = {table.field(f).id for f in options["fields"]} if "fields" in options else None
+        except KeyError as exc:
+            return _error(422, "UNKNOWN_FIELD_NAME", f"Unknown field name: {exc}")
         rows = list(table.records.values())
-        page = [table.record_json(r, by_id=by_id) for r in rows[start : start + size]]
+        if formula := options.get("filterByFormula"):
+            cutoff = _modified_after(formula)
+            if cutoff is None:
+                return _error(
+                    422,
+                    "INVALID_FILTER_BY_FORMULA",
+                    f"The formula for filtering records is invalid: {formula}",
+                )
+            rows = [r for r in rows if r.modified_time is not None and r.modified_time > cutoff]
+        page = [table.record_json(r, by_id=by_id, only=only) for r in rows[start : start + size]]
         answer: dict[str, Any] = {"records": page}
         if start + size < len(rows):
             answer["offset"] = str(start + size)
@@ -676,6 +714,18 @@ class FakeAirtable:
 
 def _by_id(body: dict[str, Any]) -> bool:
     return bool(body.get("returnFieldsByFieldId"))
+
+
+def _modified_after(formula: str) -> datetime | None:
+    """The cut-off of the one formula shape the fake evaluates; None for any other formula."""
+    match = _MODIFIED_AFTER.fullmatch(formula.strip())
+    if match is None:
+        return None
+    try:
+        cutoff = datetime.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+    return cutoff if cutoff.tzinfo is not None else cutoff.replace(tzinfo=UTC)
 
 
 def _describe(entry: dict[str, Any], change: _Change, *, include_previous: bool) -> None:
