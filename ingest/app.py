@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             database_url, writers=settings.ingest_writers, batch_max=settings.ingest_batch_max
         )
         await writer.start()
+        # Everything allocated so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which otherwise walk it again and again under load.
+        gc.freeze()
         app.state.ingest = IngestState(settings=settings, engine=engine, writer=writer)
         if not settings.square_verification_configured:
             log.warning(

@@ -69,6 +69,9 @@ def serve(
         log_config=None,
         loop="uvloop",
         http="httptools",
+        # Nothing reads the client address, and a header per answer is work per delivery.
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 
