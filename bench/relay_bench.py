@@ -8,8 +8,8 @@ KAFKA_BOOTSTRAP_SERVERS), a fresh database and a fresh topic, then:
    the relay's share of it;
 3. steady: rows committed at a fixed rate while `sluice relay` runs as its own process; latency
    p50/p99 from the writer's commit returning to (a) the record batch being stamped by the relay
-   just before it is sent and (b) a consumer receiving the message (an upper bound of
-   commit → Kafka append).
+   just before it is sent and (b) a consumer, in a process of its own, receiving the message (an
+   upper bound of commit → Kafka append: Tansu keeps no append time).
 
     python bench/relay_bench.py [--rows 100000] [--rate 1000] [--seconds 10] [--idempotence]
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -29,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvloop
@@ -196,34 +198,56 @@ def start_relay_process(config: RelayConfig) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "sluice", "relay"], env=env)
 
 
-async def steady(  # noqa: C901 - writer, consumer and clock in one place
+def consume_in_process(bootstrap: str, topic: str, ready: Any, written: Any, out: Any) -> None:  # noqa: ANN401 - multiprocessing handles
+    """Runs in its own process, so the writer's work cannot delay a receipt: the wall-clock time
+    each message arrived, and the publish timestamp the relay stamped on it, by event id."""
+
+    async def consume() -> dict[bytes, tuple[float, int]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=5,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        for partition in consumer.assignment():
+            await consumer.position(partition)  # fix "latest" now, before anything is written
+        ready.set()
+        seen: dict[bytes, tuple[float, int]] = {}
+        deadline = time.monotonic() + 60
+        quiet_since = time.monotonic()
+        # Until the writer is done and nothing has arrived for a second.
+        while time.monotonic() < deadline and not (
+            written.is_set() and time.monotonic() - quiet_since > 1.0
+        ):
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for messages in batches.values():
+                for message in messages:
+                    seen[dict(message.headers)["ce_id"]] = (now, message.timestamp)
+                    quiet_since = time.monotonic()
+        await consumer.stop()
+        return seen
+
+    out.send(uvloop.run(consume()))
+
+
+async def steady(
     config: RelayConfig, topic: str, rate: int, seconds: float
 ) -> tuple[list[float], int]:
     relay = start_relay_process(config)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=config.bootstrap_servers,
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=5,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    committed: dict[bytes, float] = {}
-    committed_wall: dict[bytes, float] = {}
-    latencies: list[float] = []
-    stamped: list[float] = []
     total = int(rate * seconds)
-
-    async def consume() -> None:
-        while len(latencies) < total:
-            batches = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            for messages in batches.values():
-                for message in messages:
-                    event_id = dict(message.headers)["ce_id"]
-                    if (at := committed.get(event_id)) is not None:
-                        latencies.append((now - at) * 1000)
-                        stamped.append(message.timestamp - committed_wall[event_id] * 1000)
+    context = multiprocessing.get_context("spawn")
+    ready, written = context.Event(), context.Event()
+    receiver, sender = context.Pipe(duplex=False)
+    consumer = context.Process(
+        target=consume_in_process, args=(config.bootstrap_servers, topic, ready, written, sender)
+    )
+    consumer.start()
+    committed: dict[bytes, float] = {}
 
     engine = create_engine(config.database_url, pool_size=8)
     per_tx = 4
@@ -237,13 +261,12 @@ async def steady(  # noqa: C901 - writer, consumer and clock in one place
             messages.append(OutboxMessage.of(topic, key, payload, headers))
         async with transaction(engine) as conn:
             await enqueue(conn, messages)
-        done, wall = time.perf_counter(), time.time()
+        wall = time.time()
         for m in messages:
-            committed[m.headers["ce_id"].encode()] = done
-            committed_wall[m.headers["ce_id"].encode()] = wall
+            committed[m.headers["ce_id"].encode()] = wall
 
-    await asyncio.sleep(3)  # leases taken, consumer assigned
-    consumer_task = asyncio.create_task(consume())
+    await asyncio.to_thread(ready.wait, 30)
+    await asyncio.sleep(3)  # leases taken
     writers: set[asyncio.Task[None]] = set()
     started = time.perf_counter()
     for seq in range(total // per_tx):
@@ -252,14 +275,14 @@ async def steady(  # noqa: C901 - writer, consumer and clock in one place
         writers.add(task)
         task.add_done_callback(writers.discard)
     await asyncio.gather(*writers)
-    try:
-        await asyncio.wait_for(consumer_task, 30)
-    except TimeoutError:
-        consumer_task.cancel()
+    written.set()
+    seen: dict[bytes, tuple[float, int]] = await asyncio.to_thread(receiver.recv)
+    consumer.join(15)
     relay.send_signal(signal.SIGTERM)
     relay.wait(15)
-    await consumer.stop()
     await engine.dispose()
+    latencies = [(seen[k][0] - at) * 1000 for k, at in committed.items() if k in seen]
+    stamped = [seen[k][1] - at * 1000 for k, at in committed.items() if k in seen]
     print(
         f"(commit → batch stamped by the relay: p50 {percentile(stamped, 0.5):.1f} ms, "
         f"p99 {percentile(stamped, 0.99):.1f} ms)"

@@ -3,11 +3,11 @@
 For each `getmany` batch:
 
 1. decode every message (no I/O); one that cannot be decoded is a dead letter;
-2. in ONE transaction: record the event ids (consumer_dedupe) and apply the new ones, inside a
-   savepoint; if the batch fails for a reason that is not an outage, roll back to the savepoint
-   and apply message by message, each in its own savepoint, so a poison message becomes a dead
-   letter without taking its neighbours with it; check the dead-letter budget; store the dead
-   letters; commit;
+2. in ONE transaction: record the event ids (consumer_dedupe), apply the new ones, store the
+   dead letters, commit. If the batch fails for a reason that is not an outage, that transaction
+   is rolled back and a second one applies message by message, each in its own savepoint, so a
+   poison message becomes a dead letter without taking its neighbours with it. The dead-letter
+   budget is checked before anything commits;
 3. send the dead letters to `<topic>.dlq` and wait for the broker's acknowledgement;
 4. commit the offsets.
 
@@ -35,6 +35,7 @@ from consumers.dedupe import claim_events
 from consumers.errors import InvalidMessageError, TransientError
 from consumers.message import ConsumedMessage, Decoded
 from sluice.db import DatabaseUnavailableError, is_transient, transaction
+from sluice.gc_policy import freeze_startup_objects
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -167,6 +168,7 @@ class ConsumerRuntime(Generic[T]):
                 await self._retrying("start", client.start)
                 started.append(client)
             self._log.info("consumer.started", topics=list(self.projection.topics))
+            freeze_startup_objects()
             while not self._stopping.is_set():
                 records = await consumer.getmany(timeout_ms=c.poll_ms, max_records=c.batch_max)
                 if not records:
@@ -242,20 +244,24 @@ class ConsumerRuntime(Generic[T]):
         total: int,
         ignored: int,
     ) -> BatchOutcome:
-        async with transaction(self._engine) as conn:
-            try:
-                async with conn.begin_nested():
-                    applied, duplicates = await self._claim_and_apply(conn, decoded)
-                dead: list[DeadLetter] = []
-            except Exception as exc:
-                if not _is_poison(exc):
-                    raise
-                self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
+        # No savepoint in the common case: it would cost two round trips per batch for the rare
+        # batch that holds a poison message, which is rolled back and applied again one by one.
+        self._budget.check(total, len(undecodable))
+        try:
+            async with transaction(self._engine) as conn:
+                applied, duplicates = await self._claim_and_apply(conn, decoded)
+                await record_dead_letters(conn, self.name, undecodable)
+            letters = list(undecodable)
+        except Exception as exc:
+            if not _is_poison(exc):
+                raise
+            self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
+            async with transaction(self._engine) as conn:
                 applied, duplicates, dead = await self._apply_one_by_one(conn, decoded)
-            letters = [*undecodable, *dead]
-            # Before the commit: a batch that would pass the limit is applied nowhere.
-            self._budget.check(total, len(letters))
-            await record_dead_letters(conn, self.name, letters)
+                letters = [*undecodable, *dead]
+                # Before the commit: a batch that would pass the limit is applied nowhere.
+                self._budget.check(total, len(letters))
+                await record_dead_letters(conn, self.name, letters)
         for letter in letters:
             m = letter.message
             self._log.warning(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from ingest.router import Webhook, WebhookRouter
 from ingest.square import square_webhook
 from ingest.state import IngestState
 from sluice.db import create_engine
+from sluice.gc_policy import freeze_startup_objects
 from sluice.logging import configure_logging
 from sluice.settings import Settings
 from sluice.tracing import Tracing
@@ -53,9 +53,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             database_url, writers=settings.ingest_writers, batch_max=settings.ingest_batch_max
         )
         await writer.start()
-        # Everything allocated so far lives as long as the process: keep it out of the cyclic
-        # collector's full passes, which otherwise walk it again and again under load.
-        gc.freeze()
+        freeze_startup_objects()
         app.state.ingest = IngestState(settings=settings, engine=engine, writer=writer)
         if not settings.square_verification_configured:
             log.warning(

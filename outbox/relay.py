@@ -42,6 +42,7 @@ from outbox.producer import (
 from outbox.rows import backlog, delete_rows, read_rows
 from outbox.wakeup import CommitListener
 from sluice.db import DatabaseUnavailableError, create_engine
+from sluice.gc_policy import freeze_startup_objects
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -140,6 +141,7 @@ class Relay:
         listener = asyncio.create_task(self._listener.run(), name="relay-listen")
         backoff = Backoff(cap=self.config.max_backoff_seconds)
         self._log.info("relay.start", lease_seconds=self.config.lease_seconds)
+        freeze_startup_objects()
         try:
             while not self._stopping.is_set():
                 try:
