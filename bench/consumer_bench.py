@@ -2,9 +2,9 @@
 
 1. apply rate: fills fresh topics with Square booking and customer events (shaped exactly as the
    relay publishes them), then runs the jobs consumer runtime until it has applied them all;
-2. end to end: runs `sluice serve`, `sluice relay` and `sluice consume jobs` as processes, drives
-   pre-signed booking.created webhooks with wrk at a fixed rate, and times each from its arrival
-   (before its 2xx) to its jobs row being visible to another connection.
+2. end to end: runs `sluice serve`, `sluice relay` and `sluice consume jobs` as processes, sends
+   pre-signed booking.created webhooks at a fixed rate (bench/paced_client.py), and times each
+   from its 2xx reaching the client to its jobs row being visible to another connection.
 
 Starts an embedded PostgreSQL and broker unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,11 @@ from typing import Any
 import httpx
 import psycopg
 from aiokafka import AIOKafkaProducer
-from ingest_bench import WRK_SCRIPT, WrkResult, run_wrk, write_requests  # bench/ is on sys.path
+from paced_client import (  # bench/ is on sys.path
+    PacedResult,
+    http_post,
+    send_paced_in_process,
+)
 
 from consumers.jobs import JobsProjection
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
@@ -36,7 +41,7 @@ from sluice.db import create_engine
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.logging import configure_logging
 from sluice.migrate import upgrade
-from sluice.simulate import square_event, square_kafka_message
+from sluice.simulate import square_event, square_kafka_message, square_signature
 
 KEY = "bench-signature-key"
 
@@ -168,22 +173,35 @@ async def end_to_end(database_url: str, bootstrap: str, rate: int, seconds: int)
     try:
         await _wait_ready(port)
         await asyncio.sleep(3)  # let the consumer join its group
-        requests = logs / "requests.txt"
-        write_requests(requests, rate * seconds * 2, url)
-        script = logs / "signed.lua"
-        script.write_text(WRK_SCRIPT)
-        latencies, sent = await _drive(database_url, base, script, requests, rate, seconds)
+        requests = signed_requests(rate * seconds, url, port)
+        latencies, sent = await _drive(database_url, port, requests, rate)
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(20)
     warm = sorted(latencies[len(latencies) // 10 :])  # drop the first tenth (warm-up)
+    refused = sum(sent.statuses.values())
     print(
-        f"end to end at {sent.accepted_per_s:.0f}/s accepted for {seconds} s (wrk): "
+        f"end to end at {sent.accepted_per_s:.0f}/s accepted for {seconds} s, from each 2xx: "
         f"p50 {_pct(warm, 50):.1f} ms, p99 {_pct(warm, 99):.1f} ms, max {warm[-1]:.1f} ms "
-        f"({len(warm)} events measured, non-2xx {sent.non2xx + sent.errors}; logs in {logs})"
+        f"({len(warm)} events measured, non-2xx {refused}; logs in {logs})"
     )
+
+
+def signed_requests(count: int, url: str, port: int) -> list[tuple[str, bytes]]:
+    """Pre-signed booking.created deliveries, each tagged with its booking id."""
+    out = []
+    for _ in range(count):
+        event = square_event("booking.created", event_id=str(uuid.uuid4()))
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "x-square-hmacsha256-signature": square_signature(KEY, url, body),
+        }
+        booking_id = event["data"]["id"].split(":")[0]
+        out.append((booking_id, http_post(f"127.0.0.1:{port}", "/webhooks/square", body, headers)))
+    return out
 
 
 def _pct(sorted_values: list[float], pct: float) -> float:
@@ -203,13 +221,12 @@ async def _wait_ready(port: int) -> None:
 
 
 async def _drive(
-    database_url: str, base: str, script: Path, requests: Path, rate: int, seconds: int
-) -> tuple[list[float], WrkResult]:
-    """wrk sends pre-signed deliveries at about `rate`/s (connections x per-request delay), so
-    the load generator is not the bottleneck. Each event is timed from its `received_at` (set
-    before its commit, so before its 2xx: the figure can only come out high) to the moment a
-    watcher first sees its jobs row in the change log; the watcher is woken by the change log's
-    own NOTIFY (sent on commit), so it adds no polling delay and no polling load."""
+    database_url: str, port: int, requests: list[tuple[str, bytes]], rate: int
+) -> tuple[list[float], PacedResult]:
+    """Deliveries go out at `rate`/s on a few keep-alive connections; each event is timed from
+    its 2xx arriving at the client to the moment a watcher first sees its jobs row in the change
+    log. The watcher is woken by the change log's own NOTIFY (sent on commit), so it adds no
+    polling delay and no polling load."""
     seen: dict[str, float] = {}
     started: dict[str, float] = {}  # the applying transaction's start (changed_at)
     done = asyncio.Event()
@@ -237,31 +254,31 @@ async def _drive(
                     last_id = max(last_id, change_id)
 
     watcher = asyncio.create_task(watch())
-    # Each connection pauses between requests; a few more connections than the pause alone
-    # needs make up for the time each request itself takes.
-    connections = max(2, rate // 10)
-    sent = await asyncio.to_thread(run_wrk, base, script, requests, connections, seconds, 90)
+    sent = await asyncio.to_thread(send_paced_in_process, "127.0.0.1", port, requests, rate, 16)
+    acked = sent.answered_at
+    deadline = time.monotonic() + 60
+    while len(seen.keys() & acked.keys()) < len(acked) and time.monotonic() < deadline:  # noqa: ASYNC110 - the watcher fills `seen`
+        await asyncio.sleep(0.1)
+    done.set()
+    await watcher
+    missing = len(acked) - len(seen.keys() & acked.keys())
+    if missing:
+        print(f"{missing} accepted events had no jobs row after 60 s")
+    latencies = [
+        (seen[b] - at) * 1000 for b, at in sorted(acked.items(), key=lambda i: i[1]) if b in seen
+    ]
     conn = await psycopg.AsyncConnection.connect(libpq(database_url), autocommit=True)
     async with conn:
         rows = await conn.execute(
             "SELECT entity_id, extract(epoch FROM received_at) FROM inbound_events"
         )
         received = {booking_id: float(at) for booking_id, at in await rows.fetchall()}
-    deadline = time.monotonic() + 60
-    while len(seen.keys() & received.keys()) < len(received) and time.monotonic() < deadline:  # noqa: ASYNC110 - the watcher fills `seen`
-        await asyncio.sleep(0.1)
-    done.set()
-    await watcher
-    missing = len(received) - len(seen.keys() & received.keys())
-    if missing:
-        print(f"{missing} accepted events had no jobs row after 60 s")
-    latencies = [
-        (seen[b] - at) * 1000 for b, at in sorted(received.items(), key=lambda i: i[1]) if b in seen
-    ]
-    to_apply = sorted((started[b] - at) * 1000 for b, at in received.items() if b in started)
-    applying = sorted((seen[b] - started[b]) * 1000 for b in received if b in started)
+    acking = sorted((acked[b] - at) * 1000 for b, at in received.items() if b in acked)
+    print(f"  received → 2xx: p50 {_pct(acking, 50):.1f} ms, p99 {_pct(acking, 99):.1f} ms")
+    to_apply = sorted((started[b] - at) * 1000 for b, at in acked.items() if b in started)
+    applying = sorted((seen[b] - started[b]) * 1000 for b in acked if b in started)
     print(
-        f"  received → applying transaction started: p50 {_pct(to_apply, 50):.1f} ms, "
+        f"  2xx → applying transaction started: p50 {_pct(to_apply, 50):.1f} ms, "
         f"p99 {_pct(to_apply, 99):.1f} ms; started → visible: p50 {_pct(applying, 50):.1f} ms, "
         f"p99 {_pct(applying, 99):.1f} ms"
     )
