@@ -2,8 +2,9 @@
 
 Starts an embedded PostgreSQL (or uses DATABASE_URL), a fresh database, and `sluice serve`; drives
 it with wrk (a C load generator, so it is not the bottleneck) cycling through pre-signed requests
-with distinct event ids, at rising concurrency; then measures latency at a fixed ~2,000/s; then
-runs pgbench on the same database with a transaction doing the same two inserts.
+with distinct event ids: a short warm-up (not reported), then latency at a fixed ~2,000/s, then
+throughput at rising concurrency; then pgbench on the same database with a transaction doing the
+same two inserts.
 
     python bench/ingest_bench.py [--duration 10] [--connections 16,64,128]
 
@@ -236,6 +237,21 @@ def main() -> int:
             time.sleep(0.1)
         script = workdir / "signed.lua"
         script.write_text(WRK_SCRIPT)
+        # Warm-up, not reported: first connections, prepared statements, caches.
+        warmup = workdir / "requests-warmup.txt"
+        write_requests(warmup, 20_000, webhook_url)
+        run_wrk(base, script, warmup, 64, 3)
+
+        # About 2,000/s: 60 connections, each pausing 20 ms after each answer.
+        requests = workdir / "requests-steady.txt"
+        write_requests(requests, args.per_phase, webhook_url)
+        steady = run_wrk(base, script, requests, 60, args.duration, delay_ms=20)
+        print(
+            f"steady load: {steady.accepted_per_s:.0f}/s accepted, p50 {steady.p50_ms:.1f} ms, "
+            f"p99 {steady.p99_ms:.1f} ms, non-2xx {steady.non2xx + steady.errors}"
+        )
+
+        print()
         print(f"{'connections':>11} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         results = []
         body_len = 0
@@ -249,15 +265,6 @@ def main() -> int:
                 f"{result.p99_ms:>8.1f} {result.non2xx + result.errors:>8}",
                 flush=True,
             )
-
-        # About 2,000/s: 60 connections, each pausing 20 ms after each answer.
-        requests = workdir / "requests-steady.txt"
-        write_requests(requests, args.per_phase, webhook_url)
-        steady = run_wrk(base, script, requests, 60, args.duration, delay_ms=20)
-        print(
-            f"\nsteady load: {steady.accepted_per_s:.0f}/s accepted, p50 {steady.p50_ms:.1f} ms, "
-            f"p99 {steady.p99_ms:.1f} ms, non-2xx {steady.non2xx + steady.errors}"
-        )
 
         with psycopg.connect(libpq.rsplit("/", 1)[0] + f"/{name}") as conn:
             row = conn.execute(

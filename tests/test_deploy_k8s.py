@@ -123,6 +123,7 @@ def test_jobs_and_cronjobs(rendered: list[Obj]) -> None:
     assert set(cronjobs) == {
         "sluice-reconcile-square",
         "sluice-reconcile-airtable",
+        "sluice-reconcile-airtable-full",
         "sluice-airtable-webhooks-refresh",
     }
     for name, cronjob in cronjobs.items():
@@ -132,6 +133,8 @@ def test_jobs_and_cronjobs(rendered: list[Obj]) -> None:
         job = spec["jobTemplate"]["spec"]
         assert job["backoffLimit"] >= 0, name
         assert job["activeDeadlineSeconds"] > 0, name
+    full = cronjobs["sluice-reconcile-airtable-full"]["spec"]["jobTemplate"]["spec"]
+    assert full["template"]["spec"]["containers"][0]["args"] == ["reconcile", "airtable", "--full"]
     refresh = cronjobs["sluice-airtable-webhooks-refresh"]["spec"]["jobTemplate"]["spec"]
     assert refresh["template"]["spec"]["containers"][0]["args"] == [
         "airtable",
