@@ -32,15 +32,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from outbox.enqueue import OutboxMessage, enqueue
 from outbox.relay import Relay, RelayConfig, quiet_kafka_client_logs
 from outbox.topics import ensure_topics
 from sluice.db import create_engine, transaction
-from sluice.embedded import EmbeddedBroker, EmbeddedPostgres
+from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.migrate import upgrade
 
 KEYS = 5000
@@ -185,9 +187,10 @@ async def raw_producer(
         await producer.stop()
 
 
-def start_relay_process(config: RelayConfig) -> subprocess.Popen[bytes]:
+def start_relay_process(config: RelayConfig, metrics_port: int) -> subprocess.Popen[bytes]:
     """The relay as in production: its own process, so the load generator cannot stall it."""
     env = {
+        "SLUICE_METRICS_PORT": str(metrics_port),
         **os.environ,
         "DATABASE_URL": config.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": config.bootstrap_servers,
@@ -238,7 +241,8 @@ def consume_in_process(bootstrap: str, topic: str, ready: Any, written: Any, out
 async def steady(
     config: RelayConfig, topic: str, rate: int, seconds: float
 ) -> tuple[list[float], int]:
-    relay = start_relay_process(config)
+    metrics_port = free_port()
+    relay = start_relay_process(config, metrics_port)
     total = int(rate * seconds)
     context = multiprocessing.get_context("spawn")
     ready, written = context.Event(), context.Event()
@@ -278,16 +282,43 @@ async def steady(
     written.set()
     seen: dict[bytes, tuple[float, int]] = await asyncio.to_thread(receiver.recv)
     consumer.join(15)
+    lag = await asyncio.to_thread(publish_lag_buckets, metrics_port)
     relay.send_signal(signal.SIGTERM)
     relay.wait(15)
     await engine.dispose()
     latencies = [(seen[k][0] - at) * 1000 for k, at in committed.items() if k in seen]
     stamped = [seen[k][1] - at * 1000 for k, at in committed.items() if k in seen]
+    acked = lag[-1][1]
+    within = next(count for le, count in lag if le == 0.05)
+    print(
+        f"commit → broker ack (the relay's sluice_relay_publish_lag_seconds, {acked:,.0f} rows): "
+        f"p50 ≤ {bucket_bound(lag, 0.5) * 1000:.0f} ms, p99 ≤ {bucket_bound(lag, 0.99) * 1000:.0f} "
+        f"ms; {100 * within / acked:.2f}% within 50 ms"
+    )
     print(
         f"(commit → batch stamped by the relay: p50 {percentile(stamped, 0.5):.1f} ms, "
         f"p99 {percentile(stamped, 0.99):.1f} ms)"
     )
     return latencies, total
+
+
+def publish_lag_buckets(port: int) -> list[tuple[float, float]]:
+    """The relay's publish-lag histogram: cumulative (upper bound, rows) pairs."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    buckets = [
+        (float(sample.labels["le"]), sample.value)
+        for family in text_string_to_metric_families(text)
+        if family.name == "sluice_relay_publish_lag_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    ]
+    return sorted(buckets)
+
+
+def bucket_bound(buckets: list[tuple[float, float]], q: float) -> float:
+    """The smallest bucket bound that holds the q-quantile."""
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= q * total)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from sluice.metrics import counter, gauge, serve_metrics
+from sluice.metrics import LAG_BUCKETS, counter, gauge, histogram, serve_metrics
 
 if TYPE_CHECKING:
     from sluice.metrics import MetricName
@@ -25,6 +25,7 @@ class RelayMetrics:
         # A counter: rate(sluice_relay_published_total[1m]) is published rows per second.
         self.published = counter("sluice_relay_published", self.registry)
         self.buckets_held = gauge("sluice_relay_buckets_held", self.registry)
+        self.publish_lag = histogram("sluice_relay_publish_lag_seconds", self.registry, LAG_BUCKETS)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose /metrics over HTTP, from a daemon thread."""

@@ -69,6 +69,7 @@ class OutboxRecord:
     key: str
     value: bytes
     headers: list[tuple[str, bytes]]
+    created_at: float  # the row's insert, as a Unix timestamp (for the publish lag)
 
 
 @dataclass(frozen=True, slots=True)

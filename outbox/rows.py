@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 # later) and must still be read, because rows of its key with higher ids cannot exist yet.
 _READ = text(
     """
-    SELECT o.id, o.bucket, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers
+    SELECT o.id, o.bucket, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers,
+           extract(epoch FROM o.created_at)::float8 AS created_at
     FROM unnest(CAST(:buckets AS smallint[])) AS b(bucket)
     CROSS JOIN LATERAL (
-        SELECT id, bucket, topic, key, payload, headers FROM outbox
+        SELECT id, bucket, topic, key, payload, headers, created_at FROM outbox
         WHERE outbox.bucket = b.bucket AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))
         ORDER BY id
         LIMIT :limit
@@ -66,7 +67,7 @@ class Backlog:
 
 
 def _record(row: Sequence[Any]) -> OutboxRecord:
-    id_, bucket, topic, key, payload, headers = row
+    id_, bucket, topic, key, payload, headers, created_at = row
     return OutboxRecord(
         id_,
         bucket,
@@ -74,6 +75,7 @@ def _record(row: Sequence[Any]) -> OutboxRecord:
         key,
         payload.encode(),
         [(name, value.encode()) for name, value in json.loads(headers).items()],
+        created_at,
     )
 
 

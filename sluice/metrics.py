@@ -43,6 +43,7 @@ MetricName = Literal[
     "sluice_outbox_oldest_unpublished_age_seconds",
     "sluice_relay_published",
     "sluice_relay_buckets_held",
+    "sluice_relay_publish_lag_seconds",
     # consumers
     "sluice_consumer_batches",
     "sluice_consumer_processed",
@@ -76,6 +77,27 @@ class MetricSpec:
 # Square gives up after 10 s and we answer 503 at 8 s: the buckets resolve the range that matters.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 8.0, 10.0)
 
+# Commit to broker acknowledgement: milliseconds when healthy, minutes during an outage.
+LAG_BUCKETS = (
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+
 SPECS: Mapping[MetricName, MetricSpec] = {
     "sluice_webhooks_received": MetricSpec(Kind.COUNTER, "Webhook requests received", ("source",)),
     "sluice_webhooks_accepted": MetricSpec(
@@ -100,6 +122,10 @@ SPECS: Mapping[MetricName, MetricSpec] = {
         Kind.COUNTER, "Outbox rows this relay published and removed"
     ),
     "sluice_relay_buckets_held": MetricSpec(Kind.GAUGE, "Key buckets this relay holds a lease on"),
+    "sluice_relay_publish_lag_seconds": MetricSpec(
+        Kind.HISTOGRAM,
+        "From an outbox row's insert (its transaction's start) to the broker acknowledging it",
+    ),
     "sluice_consumer_batches": MetricSpec(
         Kind.COUNTER, "Batches applied and committed", ("consumer",)
     ),

@@ -328,6 +328,12 @@ async def test_metrics_count_published_rows_and_backlog(
         )
         assert relay.metrics.value("sluice_relay_buckets_held") == BUCKETS
         assert relay.metrics.value("sluice_outbox_oldest_unpublished_age_seconds") == 0
+        registry = relay.metrics.registry
+        lag_count = registry.get_sample_value("sluice_relay_publish_lag_seconds_count")
+        lag_sum = registry.get_sample_value("sluice_relay_publish_lag_seconds_sum")
+        assert lag_count == 30  # one observation per published row
+        assert lag_sum is not None
+        assert 0 < lag_sum < 30 * 60  # seconds since each row's insert, all under a minute
 
 
 async def test_topics_ensure_creates_pipeline_and_dlq_topics(kafka_bootstrap: str) -> None:
