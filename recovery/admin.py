@@ -56,11 +56,14 @@ def create_admin_app(settings: Settings) -> BearerAuth:
         if source not in SOURCES:
             return _problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
         query = request.query_params
+        full = query.get("full", "false").lower() in ("1", "true", "yes")
+        if full and "lookback_minutes" in query:
+            return _problem(400, "give lookback_minutes or full, not both", "bad_request")
         try:
             window = _window(query.get("from"), query.get("to"))
             options = AirtableOptions(
                 lookback_minutes=int(query.get("lookback_minutes", "60")),
-                full=query.get("full", "false").lower() in ("1", "true", "yes"),
+                full=full,
             )
         except ValueError as exc:
             return _problem(400, str(exc), "bad_request")

@@ -103,13 +103,20 @@ def reconcile_square(
 
 @reconcile_app.command("airtable")
 def reconcile_airtable(
-    lookback_minutes: Annotated[int, typer.Option(min=1, max=1440)] = 60,
+    lookback_minutes: Annotated[
+        int | None, typer.Option(min=1, max=1440, help="Sweep records changed within (default 60)")
+    ] = None,
     full: Annotated[bool, typer.Option("--full", help="Sweep every record")] = False,
 ) -> None:
     """Drain the webhook payload backlog, then sweep the mapped tables."""
     from recovery.runs import AirtableOptions  # noqa: PLC0415
 
-    _reconcile("airtable", airtable=AirtableOptions(lookback_minutes=lookback_minutes, full=full))
+    if full and lookback_minutes is not None:
+        raise typer.BadParameter("give --lookback-minutes or --full, not both")
+    options = AirtableOptions(full=full)
+    if lookback_minutes is not None:
+        options = AirtableOptions(lookback_minutes=lookback_minutes)
+    _reconcile("airtable", airtable=options)
 
 
 @replay_app.command("kafka")

@@ -45,6 +45,11 @@ async def test_admin_reconcile_answers_the_summary(database_url: str) -> None:
         assert wrong.status_code == 401
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert (await client.post("/admin/reconcile/stripe", headers=auth)).status_code == 404
+        both = await client.post(
+            "/admin/reconcile/airtable?full=true&lookback_minutes=30", headers=auth
+        )
+        assert both.status_code == 400
+        assert "not both" in both.json()["detail"]
         ok = await client.post(endpoint, headers=auth)
         assert ok.status_code == 200, ok.text
         assert ok.json()["created"] == 1

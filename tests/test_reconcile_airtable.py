@@ -462,6 +462,11 @@ async def test_an_unavailable_airtable_is_reported_and_the_breaker_stops_the_run
         runner.invoke, app, ["reconcile", "airtable", "--lookback-minutes", "0"], env=env
     )
     assert refused.exit_code == 2
+    both = await asyncio.to_thread(
+        runner.invoke, app, ["reconcile", "airtable", "--full", "--lookback-minutes", "30"], env=env
+    )
+    assert both.exit_code == 2
+    assert "not both" in both.output
 
 
 @pytest.mark.broker
