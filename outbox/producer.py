@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -76,6 +77,7 @@ class OutboxRecord:
 class DeliveryResult:
     acked: list[OutboxRecord]
     error: Exception | None  # the first failure, already wrapped; None if every record was acked
+    acked_at: list[float] = field(default_factory=list)  # per acked record: when its ack arrived
 
 
 _Submitted = list[tuple[list[OutboxRecord], "asyncio.Future[object]"]]
@@ -86,10 +88,14 @@ class Delivery:
     the broker's answers."""
 
     def __init__(
-        self, records: Sequence[OutboxRecord], chains: Sequence[asyncio.Task[_Submitted]]
+        self,
+        records: Sequence[OutboxRecord],
+        chains: Sequence[asyncio.Task[_Submitted]],
+        answered_at: dict[int, float],
     ) -> None:
         self.records = records
         self._chains = chains
+        self._answered_at = answered_at  # id(future) -> wall-clock time its answer arrived
 
     async def result(self, wait_seconds: float) -> DeliveryResult:
         deadline = asyncio.get_running_loop().time() + wait_seconds
@@ -110,6 +116,7 @@ class Delivery:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await asyncio.wait(futures, timeout=remaining)
         acked: list[OutboxRecord] = []
+        acked_at: list[float] = []
         for records, future in submitted:
             if not future.done():
                 future.cancel()
@@ -118,7 +125,8 @@ class Delivery:
                 error = error or _as_relay_error(exc)
             else:
                 acked.extend(records)
-        return DeliveryResult(acked, error)
+                acked_at.extend([self._answered_at.get(id(future), time.time())] * len(records))
+        return DeliveryResult(acked, error, acked_at)
 
 
 def _as_relay_error(exc: BaseException) -> Exception:
@@ -257,16 +265,31 @@ class OutboxProducer:
             if _is_kafka_failure(exc):
                 raise wrap_kafka_error(exc) from exc
             raise
+        answered_at: dict[int, float] = {}
         chains = [
-            asyncio.create_task(self._submit(producer, topic, partition, group))
+            asyncio.create_task(self._submit(producer, topic, partition, group, answered_at))
             for (topic, partition), group in groups.items()
         ]
-        return Delivery(records, chains)
+        return Delivery(records, chains, answered_at)
 
     @staticmethod
     async def _submit(
-        producer: AIOKafkaProducer, topic: str, partition: int, records: list[OutboxRecord]
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        records: list[OutboxRecord],
+        answered_at: dict[int, float],
     ) -> _Submitted:
+        def note_answer(future: asyncio.Future[object]) -> None:
+            answered_at[id(future)] = time.time()
+
+        async def send(batch: Any) -> asyncio.Future[object]:  # noqa: ANN401 - aiokafka's batch builder
+            future: asyncio.Future[object] = await producer.send_batch(
+                batch, topic, partition=partition
+            )
+            future.add_done_callback(note_answer)
+            return future
+
         submitted: _Submitted = []
         batch, batch_records = producer.create_batch(), []
         for record in records:
@@ -277,16 +300,12 @@ class OutboxProducer:
                 continue
             if not batch_records:
                 raise PublishRefusedError(f"outbox row {record.id} does not fit in a batch")
-            submitted.append(
-                (batch_records, await producer.send_batch(batch, topic, partition=partition))
-            )
+            submitted.append((batch_records, await send(batch)))
             batch, batch_records = producer.create_batch(), [record]
             if not batch.append(
                 key=key, value=record.value, timestamp=None, headers=record.headers
             ):
                 raise PublishRefusedError(f"outbox row {record.id} does not fit in a batch")
         if batch_records:
-            submitted.append(
-                (batch_records, await producer.send_batch(batch, topic, partition=partition))
-            )
+            submitted.append((batch_records, await send(batch)))
         return submitted

@@ -220,8 +220,7 @@ class Relay:
             return
         pending, self._pending = self._pending, None
         result = await pending.result(self._producer.delivery_timeout)
-        acked_at = time.time()
-        for record in result.acked:
+        for record, acked_at in zip(result.acked, result.acked_at, strict=True):
             self.metrics.publish_lag.observe(acked_at - record.created_at)
         self._acked.extend(result.acked)
         if result.error is not None:
