@@ -24,7 +24,7 @@ from ingest.record import NewEvent
 from ingest.store import store_and_answer
 from outbox.enqueue import OutboxMessage
 from schemas.airtable import SOURCE, AirtablePing
-from schemas.envelope import CloudEvent, encode_with_raw_data
+from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
 
 if TYPE_CHECKING:
@@ -90,13 +90,12 @@ async def airtable_webhook(state: IngestState, delivery: Delivery) -> Answer:
 def _new_event(ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, str]) -> NewEvent:
     received_at = datetime.now(UTC)
     event_id = uuid.uuid4()
-    cloud_event = CloudEvent[None](
+    cloud_event = EventHead(
         id=str(event_id),
         source=SOURCE,
         type=PING_TYPE,
         subject=ping.webhook.id,
         time=ping.timestamp,
-        data=None,
         providereventid=ping.provider_event_id,
         receivedat=received_at,
         entitytype="webhook",

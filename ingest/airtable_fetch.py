@@ -26,7 +26,7 @@ from ingest.airtable_api import AirtableRateLimitedError
 from ingest.record import NewEvent, record_events
 from outbox.enqueue import OutboxMessage
 from schemas.airtable import SOURCE, RecordChange
-from schemas.envelope import CloudEvent, encode_with_raw_data
+from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
 from sluice.db import transaction
 
@@ -267,13 +267,12 @@ def record_change_message(
 ) -> OutboxMessage:
     """The `airtable.records` message of a stored change; `sluice replay store` rebuilds it from
     the stored body with the same event id, so consumers drop a repeat."""
-    cloud_event = CloudEvent[None](
+    cloud_event = EventHead(
         id=str(event_id),
         source=SOURCE,
         type=change.event_type,
         subject=change.key,
         time=change.timestamp,
-        data=None,
         providereventid=change.provider_event_id,
         receivedat=received_at,
         entitytype="record",

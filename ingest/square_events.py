@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ingest.record import NewEvent
 from outbox.enqueue import OutboxMessage
-from schemas.envelope import CloudEventHead, encode_with_raw_data
+from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.square import SOURCE
 from schemas.topics import square_topic
 
@@ -65,13 +65,12 @@ def square_outbox_message(
 
     Public so tests, benchmarks and replay can put realistic messages on a topic without ingest.
     """
-    cloud_event = CloudEventHead(
+    cloud_event = EventHead(
         id=str(event_id),
         source=SOURCE,
         type=envelope.type,
         subject=envelope.entity_id,
         time=envelope.created_at,
-        data=None,
         providereventid=envelope.event_id,
         receivedat=received_at,
         entitytype=envelope.entity_type,

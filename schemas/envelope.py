@@ -5,26 +5,30 @@ Extension attribute names follow the CloudEvents rule (lower-case letters and di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic_core import to_json
 
 if TYPE_CHECKING:
     from datetime import datetime
 
 DataT = TypeVar("DataT")
+SPECVERSION: Literal["1.0"] = "1.0"
+DATACONTENTTYPE: Literal["application/json"] = "application/json"
 
 
 class CloudEvent(BaseModel, Generic[DataT]):
     model_config = ConfigDict(frozen=True)
 
-    specversion: Literal["1.0"] = "1.0"
+    specversion: Literal["1.0"] = SPECVERSION
     id: str
     source: str
     type: str
     subject: str | None = None
     time: AwareDatetime
-    datacontenttype: Literal["application/json"] = "application/json"
+    datacontenttype: Literal["application/json"] = DATACONTENTTYPE
     data: DataT
     # sluice extensions
     providereventid: str
@@ -33,31 +37,73 @@ class CloudEvent(BaseModel, Generic[DataT]):
 
     def kafka_headers(self) -> dict[str, str]:
         """CloudEvents Kafka binary-mode headers (`ce_` prefix) for this event."""
-        headers = {
-            "ce_specversion": self.specversion,
-            "ce_id": self.id,
-            "ce_source": self.source,
-            "ce_type": self.type,
-            "ce_time": _iso(self.time),
-            "ce_providereventid": self.providereventid,
-            "ce_receivedat": _iso(self.receivedat),
-            "content-type": self.datacontenttype,
+        return _kafka_headers(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EventHead:
+    """A CloudEvent's attributes, for an event whose `data` is spliced in as raw JSON.
+
+    Encodes exactly as `CloudEvent` does (tests/test_envelope.py holds them to it) but without
+    validating a pydantic model per event: producers build their attributes from values that
+    were validated already, and this runs once per delivery.
+    """
+
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    time: datetime
+    providereventid: str
+    receivedat: datetime
+    entitytype: str | None = None
+
+    def attributes(self) -> dict[str, str | None]:
+        """The attributes as `CloudEvent` serialises them, in its field order, without `data`."""
+        return {
+            "specversion": SPECVERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": _iso(self.time),
+            "datacontenttype": DATACONTENTTYPE,
+            "providereventid": self.providereventid,
+            "receivedat": _iso(self.receivedat),
+            "entitytype": self.entitytype,
         }
-        if self.subject is not None:
-            headers["ce_subject"] = self.subject
-        if self.entitytype is not None:
-            headers["ce_entitytype"] = self.entitytype
-        return headers
+
+    def kafka_headers(self) -> dict[str, str]:
+        """CloudEvents Kafka binary-mode headers (`ce_` prefix) for this event."""
+        return _kafka_headers(self)
 
 
-def encode_with_raw_data(event: CloudEventHead, data_json: str) -> str:
+def encode_with_raw_data(event: EventHead, data_json: str) -> str:
     """The event as JSON text, with `data` spliced in verbatim from already-valid JSON.
 
     The provider's body goes into the envelope exactly as it arrived, without a decode and
     re-encode that could change numbers or fail on values Python cannot round-trip.
     """
-    head = event.model_dump_json(exclude={"data"})
+    head = to_json(event.attributes()).decode()
     return f'{head[:-1]},"data":{data_json}}}'
+
+
+def _kafka_headers(event: CloudEvent[Any] | EventHead) -> dict[str, str]:
+    headers = {
+        "ce_specversion": SPECVERSION,
+        "ce_id": event.id,
+        "ce_source": event.source,
+        "ce_type": event.type,
+        "ce_time": _iso(event.time),
+        "ce_providereventid": event.providereventid,
+        "ce_receivedat": _iso(event.receivedat),
+        "content-type": DATACONTENTTYPE,
+    }
+    if event.subject is not None:
+        headers["ce_subject"] = event.subject
+    if event.entitytype is not None:
+        headers["ce_entitytype"] = event.entitytype
+    return headers
 
 
 def _iso(value: datetime) -> str:
@@ -65,6 +111,3 @@ def _iso(value: datetime) -> str:
 
 
 AnyCloudEvent = CloudEvent[dict[str, Any]]
-# The attributes alone, for envelopes whose data is spliced in as raw JSON. Parametrise once:
-# `CloudEvent[None]` in a hot path would build a new class per call.
-CloudEventHead = CloudEvent[None]
