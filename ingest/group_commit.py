@@ -24,7 +24,7 @@ import psycopg
 import structlog
 
 from ingest.record import NewEvent, Recorded, RejectedEventError, record_events_on
-from sluice.db import DatabaseUnavailableError, libpq_url
+from sluice.db import DatabaseUnavailableError, is_transient, libpq_url, unavailable
 from sluice.tracing import TRACEPARENT, current_traceparent
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ class GroupCommitWriter:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(_Writer(self).run(), name=f"group-commit-{i}")
+            asyncio.create_task(
+                _Writer(self._url, self._queue, self._batch_max).run(), name=f"group-commit-{i}"
+            )
             for i in range(self._writers)
         ]
 
@@ -76,12 +78,14 @@ class GroupCommitWriter:
 class _Writer:
     """One writer task and its connection, opened on first use and after any failure."""
 
-    def __init__(self, owner: GroupCommitWriter) -> None:
-        self._owner = owner
+    def __init__(self, url: str, queue: asyncio.Queue[_Pending], batch_max: int) -> None:
+        self._url = url
+        self._queue = queue
+        self._batch_max = batch_max
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def run(self) -> None:
-        queue, batch_max = self._owner._queue, self._owner._batch_max  # noqa: SLF001 - one unit
+        queue, batch_max = self._queue, self._batch_max
         try:
             while True:
                 batch = [await queue.get()]
@@ -123,13 +127,14 @@ class _Writer:
             try:
                 conn = await self._connection()
                 return await record_events_on(conn, events)
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 await self._close()
                 if reused:
                     reused = False
                     continue
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DatabaseUnavailableError(reason) from exc
+                raise unavailable(exc) from exc
 
     def _usable(self) -> bool:
         return self._conn is not None and not self._conn.closed and not self._conn.broken
@@ -139,7 +144,7 @@ class _Writer:
             return self._conn
         await self._close()
         self._conn = await psycopg.AsyncConnection.connect(
-            self._owner._url,  # noqa: SLF001 - one unit
+            self._url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             application_name="sluice-ingest",

@@ -38,6 +38,12 @@ def libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def unavailable(exc: BaseException) -> DatabaseUnavailableError:
+    """Our error for a transient driver failure, with the first line of its message."""
+    lines = str(exc).splitlines()
+    return DatabaseUnavailableError(lines[0] if lines else type(exc).__name__)
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | OSError):
         return True
@@ -56,7 +62,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         raise
     except Exception as exc:
         if is_transient(exc):
-            raise DatabaseUnavailableError(str(exc).splitlines()[0]) from exc
+            raise unavailable(exc) from exc
         raise
 
 
