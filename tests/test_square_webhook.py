@@ -369,3 +369,12 @@ async def test_database_outage_is_503_and_nothing_half_written(database_url: str
 async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_webhook_paths_answer_only_post(client: httpx.AsyncClient, db: Conn) -> None:
+    for path in ("/webhooks/square", "/webhooks/airtable"):
+        response = await client.get(path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json()["error"] == "method_not_allowed"
+    assert counts(db) == (0, 0)
