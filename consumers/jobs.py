@@ -4,7 +4,8 @@ Every write goes through schemas/ownership.py with the declarations in schemas/p
 only source-owned columns are ever written and a lower version never overwrites a higher one.
 
 - booking.created / booking.updated: upsert the job (a cancellation is just a status), with the
-  customer id followed through any merges, then copy the customer cache from square_customers.
+  customer id followed through any merges; the same statement copies the customer cache from
+  square_customers.
 - customer.created / customer.updated: upsert square_customers, then refresh the cache on that
   customer's jobs. A customer that arrives before its bookings waits in square_customers.
 - customer.deleted: the customer is marked deleted (sticky); jobs keep the data they hold.
@@ -195,8 +196,7 @@ async def _apply_bookings(conn: AsyncConnection, changes: Sequence[BookingChange
     survivors = await _follow_merges(conn, {r["customer_id"] for r in rows if r["customer_id"]})
     for row in rows:
         row["customer_id"] = survivors.get(row["customer_id"], row["customer_id"])
-    changed = await upsert(conn, JOBS, rows)
-    await refresh_cached(conn, JOBS, "booking_id", changed)
+    await upsert(conn, JOBS, rows)  # copies the customer cache too
 
 
 _MERGED_INTO = text(

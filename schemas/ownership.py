@@ -100,6 +100,11 @@ class Ownership:
             )
         if self.version not in by_name or by_name[self.version].sticky:
             raise OwnershipError(f"{self.table.name}: the version column must be source-owned")
+        for cached in self.cached:
+            here = cached.join[0]
+            if here not in by_name or by_name[here].sticky:
+                # Its cached copy is written by the upsert along with it, under the version.
+                raise OwnershipError(f"{self.table.name}.{here}: a cache joins on a plain column")
 
     @property
     def name(self) -> str:
@@ -142,7 +147,8 @@ def upsert_statement(
     (an Airtable record update) writes only those. Non-sticky columns need the version column in
     the set: they change only when the incoming version is higher than the row's. With
     `snapshot`, rows apply while the row's version is still theirs (equal or lower), sticky
-    columns too.
+    columns too. A cached group whose join column is written is copied in the same statement
+    from the row the join column now points at.
     """
     ownership.check_writable(columns)
     plain = sorted(c for c in columns if not ownership.is_sticky(c))
@@ -150,13 +156,25 @@ def upsert_statement(
     if (plain or snapshot) and ownership.version not in columns:
         what = plain or "a snapshot"
         raise OwnershipError(f"{ownership.name}: writing {what} needs the version column")
-    names = [ownership.key, *plain, *sticky]
+    # A cached group rides along with its join column: the row's copy of the other table's
+    # columns is taken in the same statement, from the row it points at once written.
+    cached = [group for group in ownership.cached if group.join[0] in plain]
+    written = [ownership.key, *plain, *sticky]
     # The rows travel as one JSON document, typed by json_to_recordset: one statement, any number
     # of rows, and far cheaper to encode than one PostgreSQL array per column.
     recordset = ", ".join(
-        f"{n} {'jsonb' if _is_json(ownership, n) else _sql_type(ownership, n)}" for n in names
+        f"{n} {'jsonb' if _is_json(ownership, n) else _sql_type(ownership, n)}" for n in written
     )
-    selected = ", ".join(f"v.{n}" for n in names)
+    selected = [(n, f"v.{n}") for n in written]
+    joins = ""
+    for i, group in enumerate(cached):
+        here, there = group.join
+        selected += [(mine, f"c{i}.{theirs}") for mine, theirs in group.columns]
+        joins += (
+            f" LEFT JOIN {group.table} AS c{i} "
+            f"ON c{i}.{there} = v.{here} AND c{i}.{group.ready} IS NOT NULL"
+        )
+    follow_version = [*plain, *(mine for group in cached for mine, _ in group.columns)]
     version = ownership.version
     newer = f"(t.{version} IS NULL OR EXCLUDED.{version} {'>=' if snapshot else '>'} t.{version})"
     # With sticky columns the row may be updated for their sake alone, so each plain column then
@@ -165,7 +183,7 @@ def upsert_statement(
         f"{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE t.{c} END"
         if sticky
         else f"{c} = EXCLUDED.{c}"
-        for c in plain
+        for c in follow_version
     ]
     sets += [f"{c} = COALESCE(t.{c}, EXCLUDED.{c})" for c in sticky]
     conditions = [newer] if plain or snapshot else []
@@ -176,8 +194,9 @@ def upsert_statement(
         f"DO UPDATE SET {', '.join(sets)} WHERE {' OR '.join(conditions)}" if sets else "DO NOTHING"
     )
     return text(
-        f"INSERT INTO {table} AS t ({', '.join(names)}) "  # noqa: S608 - identifiers are declared
-        f"SELECT {selected} FROM json_to_recordset(CAST(:rows AS json)) AS v({recordset}) "
+        f"INSERT INTO {table} AS t ({', '.join(n for n, _ in selected)}) "  # noqa: S608 - declared
+        f"SELECT {', '.join(e for _, e in selected)} "
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS v({recordset}){joins} "
         f"ON CONFLICT ({ownership.key}) {on_conflict} "
         f"RETURNING t.{ownership.key}"
     )
@@ -227,7 +246,8 @@ def _refresh_statement(ownership: Ownership, cached: CachedColumns, by: str) -> 
 async def refresh_cached(
     conn: AsyncConnection, ownership: Ownership, by: str, ids: Collection[str]
 ) -> int:
-    """Copy every cached column group onto the rows whose `by` column is in `ids`."""
+    """Copy every cached column group onto the rows whose `by` column is in `ids`: for when the
+    other table changed (an upsert already copies the cache of the rows it writes)."""
     if not ids:
         return 0
     if by not in (ownership.key, *ownership.source_columns):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -164,3 +165,50 @@ def test_a_snapshot_needs_the_version() -> None:
     )
     with pytest.raises(OwnershipError, match="a snapshot needs the version column"):
         upsert_statement(LEADS, frozenset({"deleted_at"}), snapshot=True)
+
+
+async def test_an_upsert_copies_the_cache_of_the_row_it_points_at(
+    engine: AsyncEngine, db: Conn
+) -> None:
+    ada = {"customer_id": "C7", "display_name": "Ada", "email_address": "a@x.io", "version": 1}
+    await write(engine, [ada])
+    await write(engine, [{"customer_id": "C8", "deleted_at": datetime(2025, 1, 1, tzinfo=UTC)}])
+
+    async def write_job(version: int, customer_id: str, status: str = "ACCEPTED") -> set[str]:
+        row = {"booking_id": "B7", "booking_version": version, "customer_id": customer_id}
+        async with transaction(engine) as conn:
+            return await upsert(conn, JOBS, [{**row, "status": status}])
+
+    def cache() -> tuple[Any, ...]:
+        row = db.execute(
+            "SELECT customer_name, customer_email, status FROM jobs WHERE booking_id = 'B7'"
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    assert await write_job(1, "C7") == {"B7"}
+    assert cache() == ("Ada", "a@x.io", "ACCEPTED")
+    # An older change pointing elsewhere loses, its cache with it.
+    assert await write_job(0, "C8") == set()
+    assert cache() == ("Ada", "a@x.io", "ACCEPTED")
+    # C8 is only a placeholder (no version): the cache mirrors it as empty, not as Ada.
+    assert await write_job(2, "C8", "CANCELLED_BY_CUSTOMER") == {"B7"}
+    assert cache() == (None, None, "CANCELLED_BY_CUSTOMER")
+    # A change that does not carry the join column leaves the cache alone.
+    await write_job(3, "C7")
+    async with transaction(engine) as conn:
+        await upsert(conn, JOBS, [{"booking_id": "B7", "booking_version": 4, "status": "X"}])
+    assert cache() == ("Ada", "a@x.io", "X")
+
+
+def test_a_cache_joins_on_a_plain_source_column() -> None:
+    group = JOBS.cached[0]
+    with pytest.raises(OwnershipError, match="a cache joins on a plain column"):
+        Ownership(
+            table=JOBS.table,
+            key=JOBS.key,
+            version=JOBS.version,
+            source=JOBS.source,
+            app=JOBS.app,
+            cached=(replace(group, join=("notes", group.join[1])),),
+        )
