@@ -2,14 +2,15 @@
 
 For each `getmany` batch:
 
-1. decode every message (no I/O); one that cannot be decoded is a dead letter;
+1. decode every message (no I/O); one that cannot be decoded is a dead letter. This happens
+   while the batch before is still being applied, and whatever arrives meanwhile joins the batch;
 2. in ONE transaction: record the event ids (consumer_dedupe), apply the new ones, store the
    dead letters, commit. If the batch fails for a reason that is not an outage, that transaction
    is rolled back and a second one applies message by message, each in its own savepoint, so a
    poison message becomes a dead letter without taking its neighbours with it. The dead-letter
    budget is checked before anything commits;
 3. send the dead letters to `<topic>.dlq` and wait for the broker's acknowledgement;
-4. commit the offsets.
+4. commit the offsets; only then does the next batch's transaction begin.
 
 A crash anywhere before step 4 redelivers the batch; the dedupe records committed in step 2 make
 the redelivery a no-op, so every event has its effect once. Database and broker failures are
@@ -21,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -105,6 +106,50 @@ class BatchOutcome:
     dead: list[DeadLetter]
 
 
+@dataclass(slots=True)
+class _Prepared(Generic[T]):
+    """A batch decoded and ready to apply: messages in fetch order, each partition's in offset
+    order, and what the projection made of them."""
+
+    messages: list[ConsumedMessage]
+    decoded: list[tuple[ConsumedMessage, Decoded[T]]] = field(default_factory=list)
+    undecodable: list[DeadLetter] = field(default_factory=list)
+    ignored: int = 0
+
+    def extend(self, later: _Prepared[T]) -> None:
+        self.messages += later.messages
+        self.decoded += later.decoded
+        self.undecodable += later.undecodable
+        self.ignored += later.ignored
+
+    def only(self, partitions: set[TopicPartition]) -> _Prepared[T]:
+        def kept(m: ConsumedMessage) -> bool:
+            return TopicPartition(m.topic, m.partition) in partitions
+
+        if all(kept(m) for m in self.messages):
+            return self
+        kept_prepared: _Prepared[T] = _Prepared(
+            [m for m in self.messages if kept(m)],
+            [(m, item) for m, item in self.decoded if kept(m)],
+            [letter for letter in self.undecodable if kept(letter.message)],
+        )
+        # Each message is exactly one of decoded, undecodable or ignored.
+        kept_prepared.ignored = (
+            len(kept_prepared.messages)
+            - len(kept_prepared.decoded)
+            - len(kept_prepared.undecodable)
+        )
+        return kept_prepared
+
+
+def _messages(records: dict[TopicPartition, list[Any]]) -> list[ConsumedMessage]:
+    return [
+        ConsumedMessage.from_record(record)
+        for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
+        for record in records[tp]
+    ]
+
+
 class _StoppingError(Exception):
     """Stop was requested while a step was waiting to be retried; nothing was committed."""
 
@@ -169,36 +214,62 @@ class ConsumerRuntime(Generic[T]):
                 started.append(client)
             self._log.info("consumer.started", topics=list(self.projection.topics))
             freeze_startup_objects()
-            while not self._stopping.is_set():
-                records = await consumer.getmany(timeout_ms=c.poll_ms, max_records=c.batch_max)
-                if not records:
-                    continue
-                batch = [
-                    ConsumedMessage.from_record(record)
-                    for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
-                    for record in records[tp]
-                ]
-                self._idle.clear()
-                try:
-                    await self._handle(consumer, producer, batch)
-                except _StoppingError:
-                    break
-                finally:
-                    self._idle.set()
+            await self._consume(consumer, producer)
         finally:
             for client in reversed(started):
                 await client.stop()
             self._log.info("consumer.stopped", **_as_dict(self.stats))
 
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Two batches at a time: while one is applied, the next is fetched and decoded."""
+        c = self.config
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                records = await consumer.getmany(timeout_ms=c.poll_ms, max_records=c.batch_max)
+                if in_flight is not None and in_flight.done():
+                    finished, in_flight = in_flight, None
+                    finished.result()  # the batch's failure, if it had one
+                if not records:
+                    continue
+                prepared = self._decode(_messages(records))
+                if in_flight is not None:
+                    running, in_flight = in_flight, None
+                    await running
+                    # What arrived meanwhile joins this batch instead of waiting a whole turn.
+                    room = c.batch_max - len(prepared.messages)
+                    more = await consumer.getmany(timeout_ms=0, max_records=room) if room else {}
+                    if more:
+                        prepared.extend(self._decode(_messages(more)))
+                    # A rebalance meanwhile may have taken partitions: their next owner has them.
+                    prepared = prepared.only(consumer.assignment())
+                    if not prepared.messages:
+                        continue
+                self._idle.clear()
+                in_flight = asyncio.create_task(self._handle(consumer, producer, prepared))
+            if in_flight is not None:
+                await in_flight  # stopping: finish and commit the batch in flight
+        except _StoppingError:
+            pass
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _StoppingError):
+                    await in_flight
+
     async def _handle(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: list[ConsumedMessage]
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prepared: _Prepared[T]
     ) -> None:
-        outcome = await self.apply_batch(batch)
-        if outcome.dead:
-            await self._retrying(
-                "dead_letter_send", lambda: self._send_dead(producer, outcome.dead)
-            )
-        await self._retrying("offset_commit", lambda: self._commit_offsets(consumer, batch))
+        try:
+            batch = prepared.messages
+            outcome = await self._retrying("database", lambda: self._apply_prepared(prepared))
+            if outcome.dead:
+                await self._retrying(
+                    "dead_letter_send", lambda: self._send_dead(producer, outcome.dead)
+                )
+            await self._retrying("offset_commit", lambda: self._commit_offsets(consumer, batch))
+        finally:
+            self._idle.set()
 
         self._budget.record(len(batch), len(outcome.dead))
         s = self.stats
@@ -220,32 +291,28 @@ class ConsumerRuntime(Generic[T]):
         """Decode and apply `batch` in one database transaction (retried while the database is
         down). Everything but Kafka: the run loop sends dead letters and commits offsets after.
         """
-        decoded: list[tuple[ConsumedMessage, Decoded[T]]] = []
-        undecodable: list[DeadLetter] = []
-        ignored = 0
+        prepared = self._decode(list(batch))
+        return await self._retrying("database", lambda: self._apply_prepared(prepared))
+
+    def _decode(self, batch: list[ConsumedMessage]) -> _Prepared[T]:
+        prepared: _Prepared[T] = _Prepared(batch)
         for message in batch:
             try:
                 item = self.projection.decode(message)
             except InvalidMessageError as exc:
-                undecodable.append(DeadLetter(message, exc, message.header("ce_id")))
+                prepared.undecodable.append(DeadLetter(message, exc, message.header("ce_id")))
                 continue
             if item is None:
-                ignored += 1
+                prepared.ignored += 1
             else:
-                decoded.append((message, item))
-        return await self._retrying(
-            "database", lambda: self._apply_batch(decoded, undecodable, len(batch), ignored)
-        )
+                prepared.decoded.append((message, item))
+        return prepared
 
-    async def _apply_batch(
-        self,
-        decoded: list[tuple[ConsumedMessage, Decoded[T]]],
-        undecodable: list[DeadLetter],
-        total: int,
-        ignored: int,
-    ) -> BatchOutcome:
+    async def _apply_prepared(self, prepared: _Prepared[T]) -> BatchOutcome:
         # No savepoint in the common case: it would cost two round trips per batch for the rare
         # batch that holds a poison message, which is rolled back and applied again one by one.
+        decoded, undecodable = prepared.decoded, prepared.undecodable
+        total = len(prepared.messages)
         self._budget.check(total, len(undecodable))
         try:
             async with transaction(self._engine) as conn:
@@ -273,7 +340,7 @@ class ConsumerRuntime(Generic[T]):
                 error_type=letter.error_type,
                 error=letter.error_text[:500],
             )
-        return BatchOutcome(applied, duplicates, ignored, letters)
+        return BatchOutcome(applied, duplicates, prepared.ignored, letters)
 
     async def _apply_one_by_one(
         self, conn: AsyncConnection, decoded: list[tuple[ConsumedMessage, Decoded[T]]]
