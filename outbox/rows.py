@@ -1,5 +1,6 @@
-"""Reading a relay's outbox rows and deleting the published ones. Each call is one short
-transaction: none stays open while records travel to Kafka.
+"""Reading a relay's outbox rows and deleting the published ones. Each call is one statement,
+its own transaction: none stays open while records travel to Kafka. They run once or twice per
+relay turn, so they go straight to psycopg (sluice.db.driver_connection), placeholders and all.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from outbox.producer import OutboxRecord
-from sluice.db import transaction
+from sluice.db import autocommit, driver_connection, transaction
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,32 +25,28 @@ if TYPE_CHECKING:
 # never a row without the older rows of its bucket. Rows still in flight are skipped by id, not
 # by an id cursor: a row with a lower id may become visible later (its transaction committed
 # later) and must still be read, because rows of its key with higher ids cannot exist yet.
-_READ = text(
-    """
+_READ = """
     SELECT o.id, o.bucket, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers,
            extract(epoch FROM o.created_at)::float8 AS created_at
-    FROM unnest(CAST(:buckets AS smallint[])) AS b(bucket)
+    FROM unnest(CAST(%(buckets)s AS smallint[])) AS b(bucket)
     CROSS JOIN LATERAL (
         SELECT id, bucket, topic, key, payload, headers, created_at FROM outbox
-        WHERE outbox.bucket = b.bucket AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))
+        WHERE outbox.bucket = b.bucket AND id NOT IN (SELECT unnest(CAST(%(skip)s AS bigint[])))
         ORDER BY id
-        LIMIT :limit
+        LIMIT %(limit)s
     ) AS o
-    LIMIT :limit
+    LIMIT %(limit)s
     """
-)
 
 # Deletes only while the lease that covered the send is still ours and unexpired: a relay that
 # stalled past its lease must not delete rows the bucket's new owner is publishing.
-_DELETE = text(
-    """
+_DELETE = """
     DELETE FROM outbox
-    WHERE id = ANY(CAST(:ids AS bigint[]))
+    WHERE id = ANY(CAST(%(ids)s AS bigint[]))
       AND bucket IN (
         SELECT bucket FROM outbox_leases
-        WHERE token = ANY(CAST(:tokens AS uuid[])) AND lease_until > clock_timestamp())
+        WHERE token = ANY(CAST(%(tokens)s AS uuid[])) AND lease_until > clock_timestamp())
     """
-)
 
 _STATS = text(
     """
@@ -79,9 +76,9 @@ def _record(row: Sequence[Any]) -> OutboxRecord:
     )
 
 
-def _bigint_array(ids: Collection[int]) -> str:
-    # An array literal: adapting thousands of Python ints one by one costs more than the query.
-    return "{" + ",".join(map(str, ids)) + "}"
+def _array(values: Iterable[object]) -> str:
+    # An array literal: adapting thousands of Python values one by one costs more than the query.
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 async def read_rows(
@@ -89,20 +86,20 @@ async def read_rows(
 ) -> list[OutboxRecord]:
     if not buckets:
         return []
-    async with transaction(engine) as conn:
-        result = await conn.execute(
-            _READ, {"buckets": list(buckets), "skip": _bigint_array(skip), "limit": limit}
-        )
-        return [_record(row) for row in result]
+    params = {"buckets": _array(buckets), "skip": _array(skip), "limit": limit}
+    async with autocommit(engine) as conn:
+        cursor = await (await driver_connection(conn)).execute(_READ, params)
+        return [_record(row) for row in await cursor.fetchall()]
 
 
 async def delete_rows(engine: AsyncEngine, ids: Sequence[int], tokens: Sequence[uuid.UUID]) -> int:
     """Delete published rows; returns how many were still covered by our lease."""
     if not ids:
         return 0
-    async with transaction(engine) as conn:
-        result = await conn.execute(_DELETE, {"ids": _bigint_array(ids), "tokens": list(tokens)})
-        return result.rowcount
+    params = {"ids": _array(ids), "tokens": _array(tokens)}
+    async with autocommit(engine) as conn:
+        cursor = await (await driver_connection(conn)).execute(_DELETE, params)
+        return cursor.rowcount
 
 
 async def backlog(engine: AsyncEngine) -> Backlog:

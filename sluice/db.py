@@ -53,17 +53,30 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction; connection-level failures surface as DatabaseUnavailableError."""
+async def _outages_as_ours() -> AsyncIterator[None]:
     try:
-        async with engine.begin() as conn:
-            yield conn
+        yield
     except DatabaseUnavailableError:
         raise
     except Exception as exc:
         if is_transient(exc):
             raise unavailable(exc) from exc
         raise
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction; connection-level failures surface as DatabaseUnavailableError."""
+    async with _outages_as_ours(), engine.begin() as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection on which every statement is its own transaction: for work that is one
+    statement, it saves the BEGIN and COMMIT round trips. Failures map as in `transaction`."""
+    async with _outages_as_ours(), engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:

@@ -147,11 +147,14 @@ async def test_relay_killed_mid_batch_loses_nothing(
     database_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     topic = await fresh_topic(kafka_bootstrap)
-    rows = 2000
+    rows = 4000
     await write_rows(database_url, [message(topic, f"k{i % 50}", i // 50 + 1) for i in range(rows)])
     victim = start_relay_process(relay_env(database_url, kafka_bootstrap, 25), tmp_path / "v.log")
     try:
-        await wait_for(lambda: outbox_count(database_url) < rows - 100, 20, "publishing to start")
+        # Watched closely: the relay drains a batch every few milliseconds.
+        await wait_for(
+            lambda: outbox_count(database_url) < rows - 100, 20, "publishing", interval=0.002
+        )
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
