@@ -2,10 +2,10 @@
 
 One loop per process. Each turn, in short transactions and never across a Kafka round trip:
 
-1. take the rows read last turn: the oldest rows of the buckets this relay leases, skipping
-   rows in flight,
-2. wait for the previous batch's acknowledgements,
-3. hand the new rows to the producer, and start reading the next batch while they travel,
+1. wait for the previous batch's acknowledgements,
+2. read the oldest rows of the buckets this relay leases, skipping rows in flight (while a
+   backlog drains, this read was started last turn, as soon as the previous batch was sent),
+3. hand the rows to the producer,
 4. delete the acknowledged rows in the background, checking the lease token is still ours.
 
 A row is deleted only after the broker acknowledged it (acks=all), so a relay killed at any point
@@ -182,16 +182,20 @@ class Relay:
         if self._prefetch is not None:
             prefetch, self._prefetch = self._prefetch, None
             rows = await prefetch
+            await self._collect()
         else:
+            # Read only once the batch in flight is acknowledged: rows committed meanwhile then
+            # travel in this batch instead of waiting for the next acknowledgement.
+            await self._collect()
             self._listener.wake.clear()
             rows = await self._read(self._unfinished_ids())
-        await self._collect()
         if rows:
             await self._producer.check_topics({r.topic for r in rows})
             self._pending = await self._producer.send(rows)
-            # Read the next batch while this one travels and the previous one is deleted.
-            self._listener.wake.clear()
-            self._prefetch = asyncio.create_task(self._read(self._unfinished_ids()))
+            if len(rows) >= self.config.batch_size:
+                # A backlog: read the next batch while this one travels.
+                self._listener.wake.clear()
+                self._prefetch = asyncio.create_task(self._read(self._unfinished_ids()))
         await self._start_delete()
         if not rows and self._pending is None:
             await self._finish_delete()
