@@ -3,9 +3,9 @@
 Every write goes through schemas/ownership.py with the declarations in schemas/projections.py, so
 only source-owned columns are ever written and a lower version never overwrites a higher one.
 
-- booking.created / booking.updated: upsert the job (a cancellation is just a status), with the
-  customer id followed through any merges; the same statement copies the customer cache from
-  square_customers.
+- booking.created / booking.updated: upsert the job (a cancellation is just a status); the same
+  statement follows the customer id through any merges (A into B, later B into C) and copies the
+  customer cache from square_customers.
 - customer.created / customer.updated: upsert square_customers, then refresh the cache on that
   customer's jobs. A customer that arrives before its bookings waits in square_customers.
 - customer.deleted: the customer is marked deleted (sticky); jobs keep the data they hold.
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import text
 
 from consumers.errors import InvalidMessageError
 from consumers.message import Decoded
@@ -29,15 +28,12 @@ from schemas.square_objects import CustomerMerge, SquareChange, SquareChangeEven
 from schemas.topics import Topic
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
     from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from consumers.message import ConsumedMessage
-
-# Merges can chain (A into B, later B into C); follow at most this many hops.
-_MAX_MERGE_HOPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,29 +188,6 @@ async def _apply_customers(conn: AsyncConnection, changes: Sequence[CustomerChan
 
 
 async def _apply_bookings(conn: AsyncConnection, changes: Sequence[BookingChange]) -> None:
-    rows = newest_per_key(JOBS, [c.row for c in changes])
-    survivors = await _follow_merges(conn, {r["customer_id"] for r in rows if r["customer_id"]})
-    for row in rows:
-        row["customer_id"] = survivors.get(row["customer_id"], row["customer_id"])
-    await upsert(conn, JOBS, rows)  # copies the customer cache too
-
-
-_MERGED_INTO = text(
-    "SELECT customer_id, merged_into FROM square_customers "
-    "WHERE customer_id = ANY(CAST(:ids AS text[])) AND merged_into IS NOT NULL"
-)
-
-
-async def _follow_merges(conn: AsyncConnection, customer_ids: Collection[str]) -> dict[str, str]:
-    """For each id that was merged away, the customer it lives on as now."""
-    current = {c: c for c in customer_ids}
-    frontier = set(customer_ids)
-    for _ in range(_MAX_MERGE_HOPS):
-        if not frontier:
-            break
-        result = await conn.execute(_MERGED_INTO, {"ids": list(frontier)})
-        hops: dict[str, str] = {row[0]: row[1] for row in result}
-        for original, now in current.items():
-            current[original] = hops.get(now, now)
-        frontier = set(hops.values())
-    return {original: now for original, now in current.items() if original != now}
+    # The upsert follows customer merges (JOBS declares customer_id a redirect) and copies the
+    # customer cache, all in one statement.
+    await upsert(conn, JOBS, newest_per_key(JOBS, [c.row for c in changes]))

@@ -45,10 +45,23 @@ class OwnershipError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """A reference to a row that may since have been merged into another: a `table` row names
+    its successor in `to`. The upsert follows the chain (at most `hops` links), so the column
+    holds the surviving row's `key`."""
+
+    table: str
+    key: str
+    to: str
+    hops: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class SourceColumn:
     name: str
     source_field: str  # where the value comes from, for readers and the README
     sticky: bool = False  # once set, kept regardless of version
+    follows: Redirect | None = None  # a reference, stored as its surviving row
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +100,8 @@ class Ownership:
             *(name for cached in self.cached for name, _ in cached.columns),
             *self.system,
         ]
-        for name in declared:
+        redirects = [c.follows for c in self.source if c.follows is not None]
+        for name in [*declared, *(n for r in redirects for n in (r.table, r.key, r.to))]:
             if not _IDENTIFIER.match(name):
                 raise OwnershipError(f"{name!r} is not a plain column name")
         actual = {column.name for column in self.table.columns}
@@ -121,6 +135,9 @@ class Ownership:
     def is_sticky(self, column: str) -> bool:
         return self._by_name[column].sticky
 
+    def follows(self, column: str) -> Redirect | None:
+        return self._by_name[column].follows
+
     def check_writable(self, columns: Iterable[str]) -> None:
         for column in columns:
             if column not in self._by_name:
@@ -137,6 +154,22 @@ def _is_json(ownership: Ownership, column: str) -> bool:
     return isinstance(ownership.table.columns[column].type, JSON)
 
 
+def _walk(i: int, column: str, redirect: Redirect) -> list[str]:
+    """CTEs `h{i}` (every link followed from each value of `column` in `v`) and `r{i}` (each
+    value's last link). Per batch, not per row: each step joins every id still on the move."""
+    step = (
+        f"SELECT h.origin, s.{redirect.to}, h.hop + 1 FROM h{i} AS h "  # noqa: S608 - declared
+        f"JOIN {redirect.table} AS s ON s.{redirect.key} = h.id "
+        f"WHERE s.{redirect.to} IS NOT NULL AND h.hop < {redirect.hops}"
+    )
+    walk = (
+        f"h{i}(origin, id, hop) AS (SELECT DISTINCT {column}, {column}, 0 FROM v "  # noqa: S608
+        f"WHERE {column} IS NOT NULL UNION ALL {step})"
+    )
+    last = f"r{i} AS (SELECT DISTINCT ON (origin) origin, id FROM h{i} ORDER BY origin, hop DESC)"  # noqa: S608
+    return [walk, last]
+
+
 @cache
 def upsert_statement(
     ownership: Ownership, columns: frozenset[str], *, snapshot: bool = False
@@ -147,8 +180,9 @@ def upsert_statement(
     (an Airtable record update) writes only those. Non-sticky columns need the version column in
     the set: they change only when the incoming version is higher than the row's. With
     `snapshot`, rows apply while the row's version is still theirs (equal or lower), sticky
-    columns too. A cached group whose join column is written is copied in the same statement
-    from the row the join column now points at.
+    columns too. A column that follows a redirect is stored as the row its value leads to, and
+    a cached group whose join column is written is copied, in the same statement, from the row
+    the join column now points at.
     """
     ownership.check_writable(columns)
     plain = sorted(c for c in columns if not ownership.is_sticky(c))
@@ -165,14 +199,25 @@ def upsert_statement(
     recordset = ", ".join(
         f"{n} {'jsonb' if _is_json(ownership, n) else _sql_type(ownership, n)}" for n in written
     )
-    selected = [(n, f"v.{n}") for n in written]
+    rows = f"json_to_recordset(CAST(:rows AS json)) AS v({recordset})"
+    value = {n: f"v.{n}" for n in written}
+    ctes: list[str] = []
     joins = ""
+    followed = [(n, r) for n in written if n != ownership.key and (r := ownership.follows(n))]
+    for i, (name, redirect) in enumerate(followed):
+        ctes += _walk(i, name, redirect)
+        joins += f" LEFT JOIN r{i} ON r{i}.origin = v.{name}"
+        value[name] = f"COALESCE(r{i}.id, v.{name})"
+    if ctes:
+        ctes.insert(0, f"v AS MATERIALIZED (SELECT * FROM {rows})")  # noqa: S608 - declared
+        rows = "v"
+    selected = [(n, value[n]) for n in written]
     for i, group in enumerate(cached):
         here, there = group.join
         selected += [(mine, f"c{i}.{theirs}") for mine, theirs in group.columns]
         joins += (
             f" LEFT JOIN {group.table} AS c{i} "
-            f"ON c{i}.{there} = v.{here} AND c{i}.{group.ready} IS NOT NULL"
+            f"ON c{i}.{there} = {value[here]} AND c{i}.{group.ready} IS NOT NULL"
         )
     follow_version = [*plain, *(mine for group in cached for mine, _ in group.columns)]
     version = ownership.version
@@ -193,10 +238,10 @@ def upsert_statement(
     on_conflict = (
         f"DO UPDATE SET {', '.join(sets)} WHERE {' OR '.join(conditions)}" if sets else "DO NOTHING"
     )
+    with_ctes = f"WITH RECURSIVE {', '.join(ctes)} " if ctes else ""
     return text(
-        f"INSERT INTO {table} AS t ({', '.join(n for n, _ in selected)}) "  # noqa: S608 - declared
-        f"SELECT {', '.join(e for _, e in selected)} "
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS v({recordset}){joins} "
+        f"{with_ctes}INSERT INTO {table} AS t ({', '.join(n for n, _ in selected)}) "  # noqa: S608
+        f"SELECT {', '.join(e for _, e in selected)} FROM {rows}{joins} "
         f"ON CONFLICT ({ownership.key}) {on_conflict} "
         f"RETURNING t.{ownership.key}"
     )

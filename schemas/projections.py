@@ -4,7 +4,7 @@ which refuses any column not declared source-owned here.
 
 from __future__ import annotations
 
-from schemas.ownership import CachedColumns, Ownership, SourceColumn
+from schemas.ownership import CachedColumns, Ownership, Redirect, SourceColumn
 from schemas.tables import Base, Job, SquareCustomer
 
 SQUARE_CUSTOMERS = Ownership(
@@ -36,7 +36,11 @@ JOBS = Ownership(
         ),
         SourceColumn("team_member_id", "booking.appointment_segments[0].team_member_id"),
         SourceColumn("location_id", "booking.location_id"),
-        SourceColumn("customer_id", "booking.customer_id, followed through customer merges"),
+        SourceColumn(
+            "customer_id",
+            "booking.customer_id, followed through customer merges",
+            follows=Redirect(SquareCustomer.__tablename__, "customer_id", "merged_into"),
+        ),
         SourceColumn("booking_version", "booking.version"),
         SourceColumn("source_updated_at", "booking.updated_at"),
     ),

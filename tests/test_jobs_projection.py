@@ -205,6 +205,27 @@ async def test_merge_moves_jobs_to_the_surviving_customer(
     assert rows == [("OLD1", "SURV", True), ("OLD2", "SURV", True)]
 
 
+async def test_a_booking_follows_chained_merges_to_the_last_survivor(
+    runtime: ConsumerRuntime[Any], db: Conn
+) -> None:
+    def merge(into: str, version: int, *merged_away: str) -> dict[str, Any]:
+        event = customer(into, version, "updated", given_name=into.title(), family_name="")
+        event["data"]["object"]["event_context"] = {
+            "merge": {"from_customer_ids": list(merged_away), "to_customer_id": into}
+        }
+        return event
+
+    await apply(runtime, merge("MID", 1, "FIRST"))
+    await apply(runtime, merge("LAST", 1, "MID"))
+    # Named by its first id, twice over merged away: the job lands on the last survivor.
+    await apply(runtime, booking("bk8d", 1, customer_id="FIRST"), booking("bk8e", 1, "OTHER"))
+    first, other = job(db, "bk8d"), job(db, "bk8e")
+    assert first is not None
+    assert other is not None
+    assert (first["customer_id"], first["customer_name"]) == ("LAST", "Last")
+    assert (other["customer_id"], other["customer_name"]) == ("OTHER", None)
+
+
 async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
     runtime: ConsumerRuntime[Any], db: Conn
 ) -> None:
