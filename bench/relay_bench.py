@@ -146,6 +146,11 @@ def vacuum(url: str) -> None:
 async def drain(config: RelayConfig, rows: int) -> float:
     relay = Relay(config)
     task = asyncio.create_task(relay.run())
+    # Timed once connected and holding its buckets, as the raw producer is timed after start().
+    while not relay.leases.held:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.001)
     started = time.perf_counter()
     while relay.metrics.value("sluice_relay_published") < rows:
         if task.done():

@@ -121,7 +121,6 @@ class Relay:
         self._deleting: asyncio.Task[int] | None = None
         self._deleting_records: list[OutboxRecord] = []
         self._next_maintenance = 0.0
-        self._rotation = 0
         self._published_since_log = 0
         self._next_stats_log = 0.0
         self._stopping = asyncio.Event()
@@ -213,9 +212,7 @@ class Relay:
 
     async def _read(self, skip: set[int]) -> list[OutboxRecord]:
         return await self._db(
-            read_rows(
-                self._engine, self._rotated_buckets(), limit=self.config.batch_size, skip=skip
-            )
+            read_rows(self._engine, list(self.leases.held), limit=self.config.batch_size, skip=skip)
         )
 
     async def _collect(self) -> None:
@@ -345,15 +342,6 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    def _rotated_buckets(self) -> list[int]:
-        # The batch limit is filled from the first buckets; start elsewhere each turn so one
-        # busy bucket cannot starve the others.
-        buckets = list(self.leases.held)
-        if not buckets:
-            return buckets
-        self._rotation = (self._rotation + 1) % len(buckets)
-        return buckets[self._rotation :] + buckets[: self._rotation]
 
     async def _db(self, call: Awaitable[T]) -> T:
         try:

@@ -20,21 +20,19 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-# Per bucket, the oldest rows by id; a bucket's rows come out contiguous and in id order (each
-# LATERAL run is one ordered index scan), so the outer LIMIT keeps a prefix of every bucket and
-# never a row without the older rows of its bucket. Rows still in flight are skipped by id, not
-# by an id cursor: a row with a lower id may become visible later (its transaction committed
+# The oldest rows of our buckets, in id order: the LIMIT keeps a prefix of every bucket, never a
+# row without the older rows of its bucket, and a batch of neighbouring ids sits on few heap pages
+# (rows of one bucket are spread over the whole table); rows of other relays' buckets are stepped
+# over, which is cheap while they drain theirs. Rows still in flight are skipped by id,
+# not by an id cursor: a row with a lower id may become visible later (its transaction committed
 # later) and must still be read, because rows of its key with higher ids cannot exist yet.
 _READ = """
-    SELECT o.id, o.bucket, o.topic, o.key, o.payload::text AS payload, o.headers::text AS headers,
-           extract(epoch FROM o.created_at)::float8 AS created_at
-    FROM unnest(CAST(%(buckets)s AS smallint[])) AS b(bucket)
-    CROSS JOIN LATERAL (
-        SELECT id, bucket, topic, key, payload, headers, created_at FROM outbox
-        WHERE outbox.bucket = b.bucket AND id NOT IN (SELECT unnest(CAST(%(skip)s AS bigint[])))
-        ORDER BY id
-        LIMIT %(limit)s
-    ) AS o
+    SELECT id, bucket, topic, key, payload::text AS payload, headers::text AS headers,
+           extract(epoch FROM created_at)::float8 AS created_at
+    FROM outbox
+    WHERE bucket = ANY(CAST(%(buckets)s AS smallint[]))
+      AND id NOT IN (SELECT unnest(CAST(%(skip)s AS bigint[])))
+    ORDER BY id
     LIMIT %(limit)s
     """
 
