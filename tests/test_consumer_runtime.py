@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from consumers.errors import DeadLetterLimitError
 from consumers.runtime import ConsumerRuntime
+from outbox.topics import ensure_topics
 from sluice.db import create_engine
 from sluice.simulate import square_event
 from tests.consumer_helpers import (
@@ -217,3 +218,27 @@ async def test_consume_command_survives_kill_9(
         log.close()
     assert count(db, "SELECT count(*) FROM jobs") == 20
     assert count(db, "SELECT count(*) FROM consumer_dedupe") == 45
+
+
+async def test_rebalances_mid_stream_lose_nothing_and_apply_each_event_once(
+    engine: AsyncEngine, kafka_bootstrap: str, topics: tuple[str, str], db: Conn
+) -> None:
+    await ensure_topics(kafka_bootstrap, topics, partitions=4)
+    total = 1500
+    await produce(kafka_bootstrap, bookings(topics, total))
+    group = f"test-{uuid.uuid4().hex}"
+    # Small batches, so both rebalances land while batches are decoded ahead and in flight.
+    async with running_consumer(
+        engine, kafka_bootstrap, topics, group_id=group, batch_max=20
+    ) as first:
+        await eventually(lambda: first.stats.applied >= 200)
+        async with running_consumer(
+            engine, kafka_bootstrap, topics, group_id=group, batch_max=20
+        ) as second:
+            await eventually(lambda: second.stats.messages > 0, within=20)
+            first.stop()  # leaves mid-stream: the second takes its partitions over
+            await eventually(lambda: count(db, "SELECT count(*) FROM jobs") == total, within=30)
+            assert first.stats.messages < total
+
+    assert count(db, "SELECT count(*) FROM consumer_dedupe") == total
+    assert first.stats.applied + second.stats.applied == total
