@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from consumers.dedupe import keep_pruned
 from consumers.errors import DeadLetterLimitError
 from consumers.message import RunsAlongside
 from consumers.observe import ConsumerMetrics, ConsumerObserver
@@ -56,6 +57,7 @@ async def serve_consumer(
         if alongside is None
         else asyncio.create_task(alongside.run_alongside(engine, runtime.stopping))
     )
+    pruning = asyncio.create_task(keep_pruned(engine, runtime.name, settings.dedupe_retention_days))
     try:
         stopping = asyncio.create_task(runtime.stopping.wait())
         done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -75,10 +77,11 @@ async def serve_consumer(
         log.error("consumer.dead_letter_limit", consumer=name, error=str(exc))  # noqa: TRY400
         return EXIT_DLQ_LIMIT
     finally:
-        if beside is not None:
-            beside.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beside
+        for helper in (beside, pruning):
+            if helper is not None:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         if observer is not None:
             await observer.stop()
         await engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Computed,
     DateTime,
     Identity,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -200,6 +201,10 @@ class ConsumerDedupe(Base):
     """Events a consumer has applied, written in the same transaction as their effect."""
 
     __tablename__ = "consumer_dedupe"
+    # Appended in applied_at order: a block-range index finds old records for pruning cheaply.
+    __table_args__ = (
+        Index("ix_consumer_dedupe_applied_at", "applied_at", postgresql_using="brin"),
+    )
 
     consumer: Mapped[str] = mapped_column(Text, primary_key=True)
     event_id: Mapped[str] = mapped_column(Text, primary_key=True)

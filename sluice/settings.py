@@ -254,6 +254,12 @@ class Settings(BaseSettings):
         le=30 * 86_400,
         validation_alias=AliasChoices("SLUICE_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds"),
     )
+    dedupe_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        validation_alias=AliasChoices("SLUICE_DEDUPE_RETENTION_DAYS", "dedupe_retention_days"),
+    )
     changes_retention_seconds: int = Field(
         default=86_400,
         ge=60,
