@@ -114,13 +114,16 @@ class _Prepared(Generic[T]):
     messages: list[ConsumedMessage]
     decoded: list[tuple[ConsumedMessage, Decoded[T]]] = field(default_factory=list)
     undecodable: list[DeadLetter] = field(default_factory=list)
-    ignored: int = 0
+
+    @property
+    def ignored(self) -> int:
+        """Messages not for this projection: each message is decoded, undecodable or ignored."""
+        return len(self.messages) - len(self.decoded) - len(self.undecodable)
 
     def extend(self, later: _Prepared[T]) -> None:
         self.messages += later.messages
         self.decoded += later.decoded
         self.undecodable += later.undecodable
-        self.ignored += later.ignored
 
     def only(self, partitions: set[TopicPartition]) -> _Prepared[T]:
         def kept(m: ConsumedMessage) -> bool:
@@ -128,18 +131,11 @@ class _Prepared(Generic[T]):
 
         if all(kept(m) for m in self.messages):
             return self
-        kept_prepared: _Prepared[T] = _Prepared(
+        return _Prepared(
             [m for m in self.messages if kept(m)],
             [(m, item) for m, item in self.decoded if kept(m)],
             [letter for letter in self.undecodable if kept(letter.message)],
         )
-        # Each message is exactly one of decoded, undecodable or ignored.
-        kept_prepared.ignored = (
-            len(kept_prepared.messages)
-            - len(kept_prepared.decoded)
-            - len(kept_prepared.undecodable)
-        )
-        return kept_prepared
 
 
 def _messages(records: dict[TopicPartition, list[Any]]) -> list[ConsumedMessage]:
@@ -302,9 +298,7 @@ class ConsumerRuntime(Generic[T]):
             except InvalidMessageError as exc:
                 prepared.undecodable.append(DeadLetter(message, exc, message.header("ce_id")))
                 continue
-            if item is None:
-                prepared.ignored += 1
-            else:
+            if item is not None:
                 prepared.decoded.append((message, item))
         return prepared
 
