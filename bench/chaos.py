@@ -44,6 +44,7 @@ import httpx
 import psycopg
 
 from outbox.topics import ensure_topics, pipeline_topics
+from sluice.db import libpq_url
 from sluice.dev import dev_components
 from sluice.dev_airtable import start_dev_airtable
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port
@@ -153,7 +154,7 @@ class Cluster:
     operator_errors: list[str] = field(default_factory=list)
 
     def libpq(self) -> str:
-        return self.database_url.replace("postgresql+psycopg://", "postgresql://")
+        return libpq_url(self.database_url)
 
 
 def start_cluster(state_dir: Path) -> Cluster:

@@ -37,7 +37,7 @@ from paced_client import (  # bench/ is on sys.path
 from consumers.jobs import JobsProjection
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
 from outbox.topics import ensure_topics, pipeline_topics
-from sluice.db import create_engine
+from sluice.db import create_engine, libpq_url
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.logging import configure_logging
 from sluice.migrate import upgrade
@@ -46,13 +46,9 @@ from sluice.simulate import square_event, square_kafka_message, square_signature
 KEY = "bench-signature-key"
 
 
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def fresh_database(admin_url: str) -> str:
     name = f"sluice_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     upgrade(url)
@@ -61,7 +57,7 @@ def fresh_database(admin_url: str) -> str:
 
 def drop_database(admin_url: str, url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
         conn.execute("CHECKPOINT")
 
@@ -239,7 +235,7 @@ async def _drive(
     done = asyncio.Event()
 
     async def watch() -> None:
-        conn = await psycopg.AsyncConnection.connect(libpq(database_url), autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
         async with conn:
             await conn.execute("LISTEN sluice_projection_changes")
             last_id = 0
@@ -275,7 +271,7 @@ async def _drive(
     latencies = [
         (seen[b] - at) * 1000 for b, at in sorted(acked.items(), key=lambda i: i[1]) if b in seen
     ]
-    conn = await psycopg.AsyncConnection.connect(libpq(database_url), autocommit=True)
+    conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
     async with conn:
         rows = await conn.execute(
             "SELECT entity_id, extract(epoch FROM received_at) FROM inbound_events"

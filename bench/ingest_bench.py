@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from sluice.db import libpq_url
 from sluice.embedded import EmbeddedPostgres, free_port
 from sluice.migrate import upgrade
 from sluice.simulate import square_event, square_signature
@@ -196,7 +197,7 @@ def main() -> int:
     if admin_url is None:
         postgres = EmbeddedPostgres(workdir / "pg")
         admin_url = postgres.start()
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    libpq = libpq_url(admin_url)
     name = f"sluice_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ import psycopg
 import uvicorn
 
 from recovery.runs import reconcile
+from sluice.db import libpq_url
 from sluice.embedded import EmbeddedPostgres, free_port
 from sluice.fakes.square import FakeSquare
 from sluice.logging import configure_logging
@@ -32,10 +33,6 @@ from sluice.migrate import upgrade
 from sluice.settings import Settings
 
 TARGET_SECONDS = 15.0
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def serve_in_thread(fake: FakeSquare) -> tuple[str, uvicorn.Server]:
@@ -92,7 +89,7 @@ def main() -> None:
             pg.start()
             base_url = pg.url
         name = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(libpq(base_url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
         url = base_url.rpartition("/")[0] + "/" + name
         upgrade(url)

@@ -41,16 +41,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from outbox.enqueue import OutboxMessage, enqueue
 from outbox.relay import Relay, RelayConfig, quiet_kafka_client_logs
 from outbox.topics import ensure_topics
-from sluice.db import create_engine, transaction
+from sluice.db import create_engine, libpq_url, transaction
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.migrate import upgrade
 
 KEYS = 5000
 PARTITIONS = 12
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def envelope(seq: int, key: str) -> tuple[dict[str, object], dict[str, str]]:
@@ -112,7 +108,7 @@ def envelope(seq: int, key: str) -> tuple[dict[str, object], dict[str, str]]:
 
 
 def fill_backlog(url: str, topic: str, rows: int) -> None:
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         batch: list[tuple[str, str, str, str]] = []
         for seq in range(rows):
             key = f"bk-{seq % KEYS}"
@@ -128,7 +124,7 @@ def fill_backlog(url: str, topic: str, rows: int) -> None:
 
 
 def load_messages(url: str) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
-    with psycopg.connect(libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute(
             "SELECT topic, key, payload::text, headers::text FROM outbox ORDER BY id"
         ).fetchall()
@@ -139,7 +135,7 @@ def load_messages(url: str) -> list[tuple[str, bytes, bytes, list[tuple[str, byt
 
 
 def vacuum(url: str) -> None:
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) outbox")
 
 
@@ -391,12 +387,12 @@ def main() -> None:
                 broker = EmbeddedBroker()
                 bootstrap = broker.start()
             name = f"relay_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+            with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
             database_url = admin_url.rsplit("/", 1)[0] + f"/{name}"
             upgrade(database_url)
             uvloop.run(run(args, database_url, bootstrap))
-            with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+            with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
         finally:
             if broker is not None:
