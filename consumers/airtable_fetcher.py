@@ -5,12 +5,14 @@ one fetch however many pings), the fetcher registers the webhook if new, then fe
 from the stored cursor (see ingest/airtable_fetch.py: each page, its events and the cursor are
 one transaction of their own). A fetch that stops at `max_pages` leaves a continuation ping in
 the outbox, in the batch's transaction, so a long backlog never holds up the consumer group and
-is never forgotten either.
+is never forgotten either. Error payloads and destroyed tables the pages reported are counted
+for the fetcher's metrics (and recorded on the webhook's row by the fetch itself).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from consumers.message import ConsumedMessage
+    from consumers.message import ConsumedMessage, Tally
     from ingest.airtable_api import AirtableClient
 
 MAX_PAGES_PER_PING = 100  # 20 s at 5 requests/s
@@ -74,8 +76,9 @@ class AirtableFetcher:
         ping = event.data
         return Decoded(event.id, Ping(ping.webhook.id, ping.base.id))
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> None:
+    async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> Tally:
         engine = conn.engine
+        tally: Tally = Counter()
         for ping in {p.webhook_id: p for p in items}.values():
             async with transaction(engine) as own:
                 await register_webhook(own, ping.webhook_id, ping.base_id)
@@ -87,8 +90,11 @@ class AirtableFetcher:
                 raise TransientError(str(exc)) from exc
             except UnknownWebhookError as exc:
                 raise InvalidMessageError(f"webhook {exc} is not registered") from exc
+            tally.update(("sluice_airtable_payload_errors", (code,)) for code in result.error_codes)
+            tally[("sluice_airtable_tables_destroyed", ())] += len(result.destroyed_tables)
             if result.more:
                 await enqueue(conn, [continuation(ping)])
+        return tally
 
 
 def continuation(ping: Ping) -> OutboxMessage:

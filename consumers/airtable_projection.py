@@ -15,17 +15,26 @@ A reconcile sweep's snapshot (`RecordChange.sweep`) carries every mapped source 
 version the sweep saw: it is written after the batch's webhook changes, as a snapshot upsert
 (schemas/ownership.py), so it applies only while the row is still at that version. A change
 that landed meanwhile wins; the next sweep catches whatever is still left.
+
+A cell its column cannot hold is skipped alone and recorded (consumers/skipped_cells.py). A
+table deleted in Airtable (`TableDestroyed`) marks every row of it deleted, sticky like a
+destroyed record's, staff data kept; it is written after the batch's record changes, so rows
+the batch created are marked too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import text
 
 from consumers.lead_sync import stamp_airtable_changes
+from consumers.skipped_cells import SkippedCell, record_skipped
+from schemas.airtable import TableDestroyed
 from schemas.airtable_mapping import ResolvedTable, resolve
 from schemas.leads import LEADS
 from schemas.ownership import upsert
@@ -36,9 +45,10 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from consumers.message import Tally
     from ingest.airtable_api import AirtableClient
     from schemas.airtable import RecordChange
-    from schemas.airtable_mapping import TableMapping
+    from schemas.airtable_mapping import Cells, TableMapping
     from schemas.ownership import Ownership
 
 log = structlog.get_logger(__name__)
@@ -60,6 +70,15 @@ class MappingResolver:
         """Every mapped table the base has."""
         return list((await self._base(base_id)).values())
 
+    @property
+    def projections(self) -> tuple[Ownership, ...]:
+        """Every projection a mapping feeds, once each."""
+        return tuple(dict.fromkeys(m.ownership for m in self._mappings))
+
+    def forget(self, base_id: str) -> None:
+        """Read the base's schema again next time (its tables changed)."""
+        self._bases.pop(base_id, None)
+
     async def _base(self, base_id: str) -> dict[str, ResolvedTable]:
         if base_id not in self._bases:
             async with self._lock:
@@ -70,7 +89,7 @@ class MappingResolver:
         return self._bases[base_id]
 
 
-def change_row(resolved: ResolvedTable, change: RecordChange) -> dict[str, Any]:
+def change_row(resolved: ResolvedTable, change: RecordChange, cells: Cells) -> dict[str, Any]:
     """The columns one change writes, keyed as the projection's Ownership names them."""
     ownership = resolved.mapping.ownership
     row: dict[str, Any] = {
@@ -82,27 +101,36 @@ def change_row(resolved: ResolvedTable, change: RecordChange) -> dict[str, Any]:
     if change.action == "destroyed":
         row["deleted_at"] = change.timestamp
         return row
-    row.update(resolved.columns(change.cells))
+    row.update(cells.columns)
     if change.created_time is not None:  # a created record's, or a snapshot's
         row["airtable_created_at"] = change.created_time
     return row
 
 
-def merge_in_order(ownership: Ownership, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per key: each change's columns applied over the earlier ones, in version order.
+def in_version_order(
+    ownership: Ownership, rows: Sequence[dict[str, Any]]
+) -> list[list[dict[str, Any]]]:
+    """The rows as rounds of upserts, one row per key in each: the parts of one version merged
+    into one row (ties are parts of one action), each key's versions in ascending rounds.
 
-    Unlike picking the newest row, this keeps a column an earlier change carried and a later
-    one did not (both are partial), and a sticky column keeps its first value.
+    Applying round after round is applying change after change in version order, as separate
+    batches would, so a batch can never lift an older change's cells to a newer version. A
+    sticky column keeps its first value within a version; across versions the upsert keeps it.
     """
-    merged: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: r[ownership.version]):
-        current = merged.setdefault(row[ownership.key], {})
+    by_key: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        merged = by_key[row[ownership.key]].setdefault(row[ownership.version], {})
         for column, value in row.items():
             sticky = column in ownership.source_columns and ownership.is_sticky(column)
-            if sticky and current.get(column) is not None:
-                continue
-            current[column] = value
-    return list(merged.values())
+            if not (sticky and merged.get(column) is not None):
+                merged[column] = value
+    rounds: list[list[dict[str, Any]]] = []
+    for versions in by_key.values():
+        for i, version in enumerate(sorted(versions)):
+            if i == len(rounds):
+                rounds.append([])
+            rounds[i].append(versions[version])
+    return rounds
 
 
 def is_echo(change: RecordChange, own_user_ids: Collection[str]) -> bool:
@@ -117,45 +145,115 @@ _FRAME = frozenset({"base_id", "table_id"})
 async def apply_record_changes(
     conn: AsyncConnection,
     resolver: MappingResolver,
-    changes: Sequence[RecordChange],
+    changes: Sequence[RecordChange | TableDestroyed],
     own_user_ids: Collection[str] = (),
-) -> int:
-    """Write `changes` into their projections in the caller's transaction; returns rows changed."""
-    rows_by_projection: dict[Ownership, list[dict[str, Any]]] = defaultdict(list)
-    # Per projection, the latest snapshot of each record in the batch.
-    snapshots: dict[Ownership, dict[str, dict[str, Any]]] = defaultdict(dict)
-    app_edits: list[tuple[str, str, datetime, Any]] = []
+) -> Tally:
+    """Write `changes` into their projections in the caller's transaction; returns what to
+    count once it commits (cells skipped, by kind)."""
+    writes = _Writes(frozenset(own_user_ids))
     for change in changes:
-        resolved = await resolver.table(change.base_id, change.table_id)
-        if resolved is None:
-            continue  # a table no projection maps: recorded in inbound_events, not projected
-        ownership = resolved.mapping.ownership
-        row = change_row(resolved, change)
-        if change.sweep is not None:
-            snapshots[ownership][change.record_id] = row  # not an edit: nothing to stamp
+        if isinstance(change, TableDestroyed):
+            writes.destroyed_tables.append(change)
+            resolver.forget(change.base_id)
             continue
-        if is_echo(change, own_user_ids):
+        resolved = await resolver.table(change.base_id, change.table_id)
+        if resolved is not None:  # else a table no projection maps: stored, not projected
+            writes.add(resolved, change)
+    await stamp_airtable_changes(conn, writes.app_edits)
+    await record_skipped(conn, writes.skipped)
+    for ownership, rows in writes.rows.items():
+        for round_ in in_version_order(ownership, rows):  # one round unless a key has versions
+            await _upsert_by_columns(conn, ownership, round_)
+    # After the changes: a change in this batch can only make a snapshot lose, never the reverse.
+    for ownership, by_record in writes.snapshots.items():
+        await _upsert_by_columns(conn, ownership, list(by_record.values()), snapshot=True)
+    for table in writes.destroyed_tables:
+        await _mark_table_deleted(conn, resolver.projections, table)
+    return Counter(("sluice_consumer_cells_skipped", (cell.kind,)) for cell in writes.skipped)
+
+
+@dataclass
+class _Writes:
+    """What a batch of changes writes, gathered before anything is written."""
+
+    own_user_ids: frozenset[str]
+    rows: dict[Ownership, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # Per projection, the latest snapshot of each record in the batch.
+    snapshots: dict[Ownership, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    app_edits: list[tuple[str, str, datetime, Any]] = field(default_factory=list)
+    skipped: list[SkippedCell] = field(default_factory=list)
+    destroyed_tables: list[TableDestroyed] = field(default_factory=list)
+
+    def add(self, resolved: ResolvedTable, change: RecordChange) -> None:
+        ownership = resolved.mapping.ownership
+        cells = resolved.columns(change.cells)
+        app_cells = resolved.app_columns(change.cells)
+        self.skipped += (
+            SkippedCell(
+                ownership.name,
+                change.record_id,
+                change.provider_event_id,
+                cell.field_id,
+                cell.column,
+                cell.value,
+                cell.kind,
+                cell.reason,
+            )
+            for cell in (*cells.refused, *app_cells.refused)
+        )
+        row = change_row(resolved, change, cells)
+        if change.sweep is not None:
+            self.snapshots[ownership][change.record_id] = row  # not an edit: nothing to stamp
+            return
+        if is_echo(change, self.own_user_ids):
             if change.action == "changed" and not set(row) - _FRAME - {
                 ownership.key,
                 ownership.version,
             }:
-                continue  # only the app-owned cells we wrote: nothing to apply
+                return  # only the app-owned cells we wrote: nothing to apply
         elif change.action != "destroyed" and ownership is LEADS:
-            app_edits.extend(
+            self.app_edits.extend(
                 (change.record_id, column, change.timestamp, value)
-                for column, value in resolved.app_columns(change.cells).items()
+                for column, value in app_cells.columns.items()
             )
-        rows_by_projection[ownership].append(row)
-    await stamp_airtable_changes(conn, app_edits)
-    changed = 0
-    for ownership, rows in rows_by_projection.items():
-        changed += await _upsert_by_columns(conn, ownership, merge_in_order(ownership, rows))
-    # After the changes: a change in this batch can only make a snapshot lose, never the reverse.
-    for ownership, by_record in snapshots.items():
-        changed += await _upsert_by_columns(
-            conn, ownership, list(by_record.values()), snapshot=True
+        self.rows[ownership].append(row)
+
+
+async def _mark_table_deleted(
+    conn: AsyncConnection, projections: Sequence[Ownership], table: TableDestroyed
+) -> None:
+    """Every row of the deleted table, in every projection, is destroyed as a record would be:
+    its deletion time set (sticky) at the action's version."""
+    for ownership in projections:
+        keys = (
+            await conn.execute(
+                text(
+                    f"SELECT {ownership.key} FROM {ownership.name} "  # noqa: S608 - declared names
+                    "WHERE base_id = :base AND table_id = :table AND deleted_at IS NULL"
+                ),
+                {"base": table.base_id, "table": table.table_id},
+            )
+        ).scalars()
+        rows = [
+            {
+                ownership.key: key,
+                "base_id": table.base_id,
+                "table_id": table.table_id,
+                ownership.version: table.base_transaction_number,
+                "deleted_at": table.timestamp,
+            }
+            for key in keys
+        ]
+        marked = await upsert(conn, ownership, rows)
+        log.warning(
+            "airtable.table_rows_deleted",
+            base_id=table.base_id,
+            table_id=table.table_id,
+            projection=ownership.name,
+            rows=len(marked),
         )
-    return changed
 
 
 async def _upsert_by_columns(
@@ -164,12 +262,10 @@ async def _upsert_by_columns(
     rows: Sequence[dict[str, Any]],
     *,
     snapshot: bool = False,
-) -> int:
+) -> None:
     # One upsert per set of columns: a statement writes the same columns for every row.
     by_columns: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_columns[frozenset(row)].append(row)
-    changed = 0
     for same_columns in by_columns.values():
-        changed += len(await upsert(conn, ownership, same_columns, snapshot=snapshot))
-    return changed
+        await upsert(conn, ownership, same_columns, snapshot=snapshot)

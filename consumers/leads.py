@@ -14,7 +14,7 @@ from consumers.airtable_projection import MappingResolver, apply_record_changes
 from consumers.errors import InvalidMessageError, TransientError
 from consumers.message import Decoded
 from ingest.airtable_api import AirtableUnavailableError
-from schemas.airtable import RecordChange
+from schemas.airtable import RecordEvent
 from schemas.envelope import CloudEvent
 from schemas.leads import AIRTABLE_MAPPINGS
 from schemas.topics import Topic
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from consumers.message import ConsumedMessage
+    from consumers.message import ConsumedMessage, Tally
     from ingest.airtable_api import AirtableClient
+    from schemas.airtable import RecordChange, TableDestroyed
     from schemas.airtable_mapping import TableMapping
 
 
@@ -50,17 +51,19 @@ class LeadsProjection:
     def topics(self) -> tuple[str, ...]:
         return self._topics
 
-    def decode(self, message: ConsumedMessage) -> Decoded[RecordChange] | None:
+    def decode(self, message: ConsumedMessage) -> Decoded[RecordChange | TableDestroyed] | None:
         if message.value is None:
             raise InvalidMessageError("message has no value")
         try:
-            event = CloudEvent[RecordChange].model_validate_json(message.value)
+            event = CloudEvent[RecordEvent].model_validate_json(message.value)
         except ValidationError as exc:
-            raise InvalidMessageError(f"not an Airtable record change: {exc}") from exc
+            raise InvalidMessageError(f"not an Airtable record event: {exc}") from exc
         return Decoded(event.id, event.data)
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[RecordChange]) -> None:
+    async def apply(
+        self, conn: AsyncConnection, items: Sequence[RecordChange | TableDestroyed]
+    ) -> Tally:
         try:
-            await apply_record_changes(conn, self._resolver, items, self._own_user_ids)
+            return await apply_record_changes(conn, self._resolver, items, self._own_user_ids)
         except AirtableUnavailableError as exc:  # the schema lookup, once per base
             raise TransientError(str(exc)) from exc

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from sluice.metrics import MetricName
 
 if TYPE_CHECKING:
     import asyncio
@@ -12,6 +15,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
+
+# What a projection counts of a batch it applied, by metric and label values after `consumer`
+# (cells skipped, by kind, say). The runtime adds it to its metrics only once the batch's
+# transaction committed, so a batch rolled back and applied again is counted once.
+Tally = Counter[tuple[MetricName, tuple[str, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,9 @@ class Projection(Protocol[T]):
     def decode(self, message: ConsumedMessage) -> Decoded[T] | None:
         """`None`: not for this projection (acknowledged, no effect). Raises InvalidMessageError."""
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[T]) -> None:
-        """Apply decoded, not yet seen messages, in order, inside the caller's transaction."""
+    async def apply(self, conn: AsyncConnection, items: Sequence[T]) -> Tally | None:
+        """Apply decoded, not yet seen messages, in order, inside the caller's transaction;
+        returns what to count once it commits, if anything."""
 
 
 @runtime_checkable

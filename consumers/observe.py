@@ -61,6 +61,13 @@ class _StatsCollector(Collector):
         dead = family("sluice_consumer_dead_lettered")
         dead.add_metric([name], stats.dead_lettered)
         yield from (batches, processed, failures, dead)
+        # The projection's own counts: one family per metric, a sample per label set.
+        tallied: dict[MetricName, CounterMetricFamily] = {}
+        for (metric, labels), count in sorted(stats.tally.items()):
+            if metric not in tallied:
+                tallied[metric] = family(metric)
+            tallied[metric].add_metric([name, *labels], count)
+        yield from tallied.values()
 
 
 class ConsumerMetrics:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from consumers.message import Projection
+    from consumers.message import Projection, Tally
     from sluice.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,7 @@ class ConsumerStats:
     ignored: int = 0
     dead_lettered: int = 0
     failures: int = 0  # transient failures retried; exported by consumers/observe.py
+    tally: Tally = field(default_factory=Counter)  # the projection's own counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class BatchOutcome:
     duplicates: int
     ignored: int
     dead: list[DeadLetter]
+    tally: Tally = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -275,6 +278,7 @@ class ConsumerRuntime(Generic[T]):
         s.duplicates += outcome.duplicates
         s.ignored += outcome.ignored
         s.dead_lettered += len(outcome.dead)
+        s.tally.update(outcome.tally)
         self._log.debug(
             "consumer.batch",
             messages=len(batch),
@@ -310,7 +314,7 @@ class ConsumerRuntime(Generic[T]):
         self._budget.check(total, len(undecodable))
         try:
             async with transaction(self._engine) as conn:
-                applied, duplicates = await self._claim_and_apply(conn, decoded)
+                applied, duplicates, tally = await self._claim_and_apply(conn, decoded)
                 await record_dead_letters(conn, self.name, undecodable)
             letters = list(undecodable)
         except Exception as exc:
@@ -318,7 +322,7 @@ class ConsumerRuntime(Generic[T]):
                 raise
             self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
             async with transaction(self._engine) as conn:
-                applied, duplicates, dead = await self._apply_one_by_one(conn, decoded)
+                applied, duplicates, tally, dead = await self._apply_one_by_one(conn, decoded)
                 letters = [*undecodable, *dead]
                 # Before the commit: a batch that would pass the limit is applied nowhere.
                 self._budget.check(total, len(letters))
@@ -334,17 +338,18 @@ class ConsumerRuntime(Generic[T]):
                 error_type=letter.error_type,
                 error=letter.error_text[:500],
             )
-        return BatchOutcome(applied, duplicates, prepared.ignored, letters)
+        return BatchOutcome(applied, duplicates, prepared.ignored, letters, tally)
 
     async def _apply_one_by_one(
         self, conn: AsyncConnection, decoded: list[tuple[ConsumedMessage, Decoded[T]]]
-    ) -> tuple[int, int, list[DeadLetter]]:
+    ) -> tuple[int, int, Tally, list[DeadLetter]]:
         applied = duplicates = 0
+        tally: Tally = Counter()
         dead: list[DeadLetter] = []
         for message, item in decoded:
             try:
                 async with conn.begin_nested():
-                    a, d = await self._claim_and_apply(conn, [(message, item)])
+                    a, d, t = await self._claim_and_apply(conn, [(message, item)])
             except Exception as exc:
                 if not _is_poison(exc):
                     raise
@@ -352,19 +357,19 @@ class ConsumerRuntime(Generic[T]):
             else:
                 applied += a
                 duplicates += d
-        return applied, duplicates, dead
+                tally.update(t)
+        return applied, duplicates, tally, dead
 
     async def _claim_and_apply(
         self, conn: AsyncConnection, items: Sequence[tuple[ConsumedMessage, Decoded[T]]]
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, Tally]:
         first: dict[str, Decoded[T]] = {}
         for _, item in items:
             first.setdefault(item.event_id, item)
         fresh = await claim_events(conn, self.name, list(first))
         new = [item.value for event_id, item in first.items() if event_id in fresh]
-        if new:
-            await self.projection.apply(conn, new)
-        return len(new), len(items) - len(new)
+        tally = (await self.projection.apply(conn, new) if new else None) or Counter()
+        return len(new), len(items) - len(new), tally
 
     async def _send_dead(self, producer: AIOKafkaProducer, letters: list[DeadLetter]) -> None:
         try:
@@ -433,4 +438,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
 
 def _as_dict(stats: ConsumerStats) -> dict[str, int]:
-    return {name: getattr(stats, name) for name in ConsumerStats.__slots__}
+    return {name: getattr(stats, name) for name in ConsumerStats.__slots__ if name != "tally"}

@@ -8,6 +8,11 @@ the next fetch resumes at the stored cursor. Event ids are derived from the webh
 payload's cursor number, the table, the record and the action, so a page fetched twice is
 stored once.
 
+A payload's `destroyedTableIds` become `airtable.table.destroyed` events (the leads projection
+marks the table's rows deleted). An error payload (`{"error": true, "code": "INVALID_HOOK"}`
+and the like, listed when the webhook breaks at Airtable) carries no changes: it is logged and
+recorded on the webhook's row in the page's transaction, and reported to the caller to count.
+
 A 429 ends the page's transaction first; the wait (30 s by default) happens outside it.
 """
 
@@ -25,7 +30,7 @@ from sqlalchemy import text
 from ingest.airtable_api import AirtableRateLimitedError
 from ingest.record import NewEvent, record_events
 from outbox.enqueue import OutboxMessage
-from schemas.airtable import SOURCE, RecordChange
+from schemas.airtable import SOURCE, RecordChange, TableDestroyed
 from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
 from sluice.db import transaction
@@ -59,6 +64,8 @@ class PageResult:
     changes: int
     recorded: int  # changes not stored before
     might_have_more: bool
+    error_codes: tuple[str, ...] = ()  # of the page's error payloads
+    destroyed_tables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,8 @@ class FetchResult:
     recorded: int
     cursor: int
     more: bool  # stopped at max_pages with payloads left
+    error_codes: tuple[str, ...] = ()
+    destroyed_tables: tuple[str, ...] = ()
 
 
 _LOCK = text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:webhook_id))")
@@ -78,6 +87,17 @@ _ADVANCE = text(
     """
     UPDATE airtable_webhooks
     SET cursor = GREATEST(cursor, :cursor), last_fetched_at = now(), updated_at = now()
+    WHERE webhook_id = :webhook_id
+    """
+)
+_PROBLEMS = text(
+    """
+    UPDATE airtable_webhooks SET
+        last_error_code = COALESCE(:code, last_error_code),
+        last_error_at = CASE WHEN :code IS NULL THEN last_error_at ELSE :at END,
+        destroyed_table_ids = ARRAY(
+            SELECT DISTINCT unnest(destroyed_table_ids || CAST(:tables AS text[])) ORDER BY 1
+        )
     WHERE webhook_id = :webhook_id
     """
 )
@@ -127,6 +147,10 @@ async def fetch_page(engine: AsyncEngine, client: AirtableClient, webhook_id: st
         )
         changes = page_changes(webhook_id, base_id, cursor, page)
         recorded = await record_events(conn, [change_event(c) for c in changes])
+        errors = [(cursor + i, p) for i, p in enumerate(page.payloads) if p.error]
+        destroyed = [c.table_id for c in changes if isinstance(c, TableDestroyed)]
+        if errors or destroyed:
+            await _record_problems(conn, webhook_id, base_id, errors, destroyed)
         # Airtable's answer says where the next page starts; never before the stored cursor.
         next_cursor = max(cursor, page.cursor if page.payloads else cursor)
         await conn.execute(_ADVANCE, {"webhook_id": webhook_id, "cursor": next_cursor})
@@ -138,6 +162,45 @@ async def fetch_page(engine: AsyncEngine, client: AirtableClient, webhook_id: st
         changes=len(changes),
         recorded=sum(not r.duplicate for r in recorded),
         might_have_more=page.might_have_more and bool(page.payloads),
+        error_codes=tuple(_error_code(p) for _, p in errors),
+        destroyed_tables=tuple(destroyed),
+    )
+
+
+def _error_code(payload: WebhookPayload) -> str:
+    return payload.error_code or "UNKNOWN"
+
+
+async def _record_problems(
+    conn: AsyncConnection,
+    webhook_id: str,
+    base_id: str,
+    errors: list[tuple[int, WebhookPayload]],
+    destroyed: list[str],
+) -> None:
+    """What the page reported that no record change says: onto the webhook's row, and the log."""
+    for number, payload in errors:
+        # Airtable lists an error payload when it cannot serve the webhook any more (its
+        # specification became invalid, say): the changes since are not coming. Recreate it,
+        # then `sluice reconcile airtable --full` finds what was missed.
+        log.error(
+            "airtable.payload_error",
+            webhook_id=webhook_id,
+            base_id=base_id,
+            code=_error_code(payload),
+            payload_cursor=number,
+        )
+    for table_id in destroyed:
+        log.warning("airtable.table_destroyed", webhook_id=webhook_id, table_id=table_id)
+    last = errors[-1][1] if errors else None
+    await conn.execute(
+        _PROBLEMS,
+        {
+            "webhook_id": webhook_id,
+            "code": _error_code(last) if last is not None else None,
+            "at": last.timestamp if last is not None else None,
+            "tables": destroyed,
+        },
     )
 
 
@@ -148,6 +211,8 @@ async def fetch_webhook(
     pages = payloads = changes = recorded = 0
     cursor = 0
     more = False
+    error_codes: list[str] = []
+    destroyed: list[str] = []
     with structlog.contextvars.bound_contextvars(source=SOURCE, webhook_id=webhook_id):
         while pages < max_pages:
             try:
@@ -162,19 +227,31 @@ async def fetch_webhook(
             recorded += page.recorded
             cursor = page.cursor_after
             more = page.might_have_more
+            error_codes += page.error_codes
+            destroyed += page.destroyed_tables
             if not more:
                 break
         log.info(
             "airtable.fetched", pages=pages, payloads=payloads, recorded=recorded, cursor=cursor
         )
-    return FetchResult(webhook_id, pages, payloads, changes, recorded, cursor, more)
+    return FetchResult(
+        webhook_id,
+        pages,
+        payloads,
+        changes,
+        recorded,
+        cursor,
+        more,
+        tuple(error_codes),
+        tuple(destroyed),
+    )
 
 
 def page_changes(
     webhook_id: str, base_id: str, cursor: int, page: WebhookPayloads
-) -> list[RecordChange]:
-    """Every record change in the page, in payload order (payload i has cursor number cursor+i)."""
-    changes: list[RecordChange] = []
+) -> list[RecordChange | TableDestroyed]:
+    """Every change in the page, in payload order (payload i has cursor number cursor+i)."""
+    changes: list[RecordChange | TableDestroyed] = []
     for index, payload in enumerate(page.payloads):
         changes.extend(payload_changes(webhook_id, base_id, cursor + index, payload))
     return changes
@@ -182,7 +259,7 @@ def page_changes(
 
 def payload_changes(
     webhook_id: str, base_id: str, number: int, payload: WebhookPayload
-) -> list[RecordChange]:
+) -> list[RecordChange | TableDestroyed]:
     metadata = payload.action_metadata
     user = metadata.source_metadata.get("user") if metadata else None
 
@@ -211,7 +288,7 @@ def payload_changes(
             previous_cells=previous,
         )
 
-    changes: list[RecordChange] = []
+    changes: list[RecordChange | TableDestroyed] = []
     for table_id, table in payload.changed_tables_by_id.items():
         for record_id, created in table.created_records_by_id.items():
             cells = created.cell_values_by_field_id
@@ -233,10 +310,24 @@ def payload_changes(
                     table_id, record_id, "created", cells=cells, created_time=created.created_time
                 )
             )
+    changes.extend(
+        TableDestroyed(
+            kind="table_destroyed",
+            base_id=base_id,
+            table_id=table_id,
+            webhook_id=webhook_id,
+            payload_cursor=number,
+            base_transaction_number=payload.base_transaction_number,
+            timestamp=payload.timestamp,
+        )
+        for table_id in payload.destroyed_table_ids
+    )
     return changes
 
 
-def change_event(change: RecordChange, *, headers: Mapping[str, str] | None = None) -> NewEvent:
+def change_event(
+    change: RecordChange | TableDestroyed, *, headers: Mapping[str, str] | None = None
+) -> NewEvent:
     """The event row and outbox message of a change; `headers` are kept with the event and go on
     the Kafka message too (the reconciler marks its snapshots this way)."""
     received_at = datetime.now(UTC)
@@ -249,7 +340,7 @@ def change_event(change: RecordChange, *, headers: Mapping[str, str] | None = No
         source=SOURCE,
         provider_event_id=change.provider_event_id,
         event_type=change.event_type,
-        entity_type="record",
+        entity_type=change.entity_type,
         entity_id=change.key,
         occurred_at=change.timestamp,
         received_at=received_at,
@@ -263,7 +354,10 @@ def change_event(change: RecordChange, *, headers: Mapping[str, str] | None = No
 
 
 def record_change_message(
-    change: RecordChange, data_json: str, event_id: uuid.UUID, received_at: datetime
+    change: RecordChange | TableDestroyed,
+    data_json: str,
+    event_id: uuid.UUID,
+    received_at: datetime,
 ) -> OutboxMessage:
     """The `airtable.records` message of a stored change; `sluice replay store` rebuilds it from
     the stored body with the same event id, so consumers drop a repeat."""
@@ -275,7 +369,7 @@ def record_change_message(
         time=change.timestamp,
         providereventid=change.provider_event_id,
         receivedat=received_at,
-        entitytype="record",
+        entitytype=change.entity_type,
     )
     return OutboxMessage(
         topic=Topic.AIRTABLE_RECORDS,

@@ -45,13 +45,32 @@ class CreatedWebhook:
 
 
 @dataclass(frozen=True, slots=True)
+class Registered:
+    """A webhook sluice fetches for, and what its payloads reported beyond record changes."""
+
+    webhook_id: str
+    base_id: str
+    cursor: int
+    last_error_code: str | None = None
+    last_error_at: datetime | None = None
+    destroyed_table_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookStatus:
     webhook_id: str
     base_id: str
-    cursor: int | None  # sluice's next payload; None if not registered here
+    registered: Registered | None  # None if sluice does not fetch for it
     next_payload: int | None  # Airtable's; None if Airtable does not know it
     expires_at: datetime | None
     notification_url: str | None
+    enabled: bool | None = None  # Airtable's isHookEnabled
+    notifications_enabled: bool | None = None
+
+    @property
+    def cursor(self) -> int | None:
+        """sluice's next payload; None if not registered here."""
+        return self.registered.cursor if self.registered is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +103,26 @@ async def create_webhook(
     return CreatedWebhook(answer.id, base_id, answer.mac_secret_base64, answer.expiration_time)
 
 
-async def registered(engine: AsyncEngine) -> list[tuple[str, str, int]]:
-    """(webhook id, base id, cursor) of every webhook sluice fetches for."""
+async def registered(engine: AsyncEngine) -> list[Registered]:
+    """Every webhook sluice fetches for."""
     async with transaction(engine) as conn:
         rows = await conn.execute(
-            text("SELECT webhook_id, base_id, cursor FROM airtable_webhooks ORDER BY webhook_id")
+            text(
+                "SELECT webhook_id, base_id, cursor, last_error_code, last_error_at, "
+                "destroyed_table_ids FROM airtable_webhooks ORDER BY webhook_id"
+            )
         )
-        return [(r.webhook_id, r.base_id, r.cursor) for r in rows]
+        return [
+            Registered(
+                r.webhook_id,
+                r.base_id,
+                r.cursor,
+                r.last_error_code,
+                r.last_error_at,
+                tuple(r.destroyed_table_ids),
+            )
+            for r in rows
+        ]
 
 
 async def nearest_expiry(engine: AsyncEngine) -> float | None:
@@ -107,9 +139,10 @@ async def nearest_expiry(engine: AsyncEngine) -> float | None:
 async def list_webhooks(
     engine: AsyncEngine, client: AirtableClient, base_ids: list[str] | None = None
 ) -> list[WebhookStatus]:
-    """Airtable's webhooks of the given (or every registered) base, joined with sluice's cursors."""
-    ours = {w: (b, c) for w, b, c in await registered(engine)}
-    bases = base_ids or sorted({b for b, _ in ours.values()})
+    """Airtable's webhooks of the given (or every registered) base, joined with sluice's cursors
+    and what their payloads reported."""
+    ours = {r.webhook_id: r for r in await registered(engine)}
+    bases = base_ids or sorted({r.base_id for r in ours.values()})
     statuses = []
     seen = set()
     for base_id in bases:
@@ -119,16 +152,18 @@ async def list_webhooks(
                 WebhookStatus(
                     hook.id,
                     base_id,
-                    ours[hook.id][1] if hook.id in ours else None,
+                    ours.get(hook.id),
                     hook.cursor_for_next_payload,
                     hook.expiration_time,
                     hook.notification_url,
+                    hook.is_hook_enabled,
+                    hook.are_notifications_enabled,
                 )
             )
     statuses.extend(
-        WebhookStatus(w, b, c, None, None, None)
-        for w, (b, c) in ours.items()
-        if w not in seen and b in bases
+        WebhookStatus(r.webhook_id, r.base_id, r, None, None, None)
+        for r in ours.values()
+        if r.webhook_id not in seen and r.base_id in bases
     )
     return statuses
 
@@ -165,7 +200,7 @@ async def refresh_webhook(
 
 async def refresh_all(engine: AsyncEngine, client: AirtableClient) -> list[RefreshOutcome]:
     """Refresh every registered webhook; one failure does not stop the others."""
-    return [await refresh_webhook(engine, client, w) for w, _, _ in await registered(engine)]
+    return [await refresh_webhook(engine, client, r.webhook_id) for r in await registered(engine)]
 
 
 async def delete_webhook(

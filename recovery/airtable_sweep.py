@@ -281,7 +281,8 @@ def _plan(
     cells = {field_id: fields.get(field_id) for field_id in resolved.by_field_id}
     created = as_timestamp(record.get("createdTime"))
     wanted: dict[str, Any] = {"base_id": resolved.base_id, "table_id": resolved.table_id}
-    wanted |= resolved.columns(cells)
+    # A cell its column cannot hold is never stored: comparing it would find it stale forever.
+    wanted |= resolved.columns(cells).columns
     if created is not None:
         wanted["airtable_created_at"] = created
     plan = _Planned(record_id)
@@ -304,7 +305,7 @@ def _plan(
         plan.writeback_checked = True
         in_airtable = resolved.app_columns(
             {field_id: fields.get(field_id) for field_id in resolved.app_by_field_id}
-        )
+        ).columns
         plan.unsynced = [
             Unsynced(record_id, column, row[column] is not None)
             for column, value in in_airtable.items()

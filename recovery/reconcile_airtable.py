@@ -2,7 +2,8 @@
 
 1. Drain the webhook payload backlog: fetch every registered webhook's payloads from its stored
    cursor (ingest/airtable_fetch.py, the same path a ping triggers), so nothing Airtable still
-   holds for us is left behind.
+   holds for us is left behind. An error payload met on the way (Airtable stopped serving the
+   webhook) is an error of the run, named after the webhook.
 2. Sweep the mapped tables page by page (recovery/airtable_sweep.py): every record with `full`,
    otherwise those changed within the last `lookback_minutes`. A record whose row is missing or
    differs in a source-owned value gets a snapshot event; with `full`, a row whose record is gone
@@ -99,5 +100,7 @@ async def _drain(
         tally.scanned += result.changes
         tally.created += result.recorded
         tally.skipped += result.changes - result.recorded
+        for code in result.error_codes:
+            summary.error(f"webhook:{webhook_id}", f"Airtable error payload {code}: recreate it")
     summary.details["webhooks_drained"] = len(webhook_ids)
     return True

@@ -43,14 +43,14 @@ def _square_message(row: Any) -> OutboxMessage:  # noqa: ANN401 - a database row
 
 def _airtable_message(row: Any) -> OutboxMessage | None:  # noqa: ANN401 - a database row
     from ingest.airtable_fetch import record_change_message  # noqa: PLC0415
-    from schemas.airtable import RecordChange  # noqa: PLC0415
+    from schemas.airtable import RECORD_EVENT  # noqa: PLC0415
 
-    if row.entity_type != "record":
+    if row.entity_type not in ("record", "table"):
         # A ping only says "fetch"; the fetcher's cursor lives in PostgreSQL, so the record
         # changes it led to are what must be replayed, and any later ping fetches the rest.
         return None
     body = bytes(row.body).decode("utf-8")
-    change = RecordChange.model_validate_json(body)
+    change = RECORD_EVENT.validate_json(body)
     return record_change_message(change, body, row.id, row.received_at)
 
 

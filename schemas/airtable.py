@@ -1,20 +1,32 @@
-"""Airtable's shapes: the notification ping, and the record change sluice derives from payloads.
+"""Airtable's shapes: the notification ping, and the events sluice derives from payloads.
 
 Airtable's webhook carries no data, only "something changed in this base"; the changes are
 fetched from the webhook's payload list. Each record change in a payload becomes one
-`RecordChange`, the `data` of an `airtable.records` event. The reconciler's table sweep
+`RecordChange`, and each table the payload lists in `destroyedTableIds` one `TableDestroyed`:
+together the `data` of `airtable.records` events (`RecordEvent`). The reconciler's table sweep
 (recovery/airtable_sweep.py) writes record changes too: snapshots of what it listed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
 
 SOURCE = "airtable"
 
 RecordAction = Literal["created", "changed", "destroyed"]
+# Airtable's transaction numbers, stored as PostgreSQL bigint.
+TransactionNumber = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _NestedId(BaseModel):
@@ -54,8 +66,8 @@ class RecordChange(BaseModel):
     payload_cursor: int | None = None
     # Airtable's per-base transaction counter: orders changes to one record. On a snapshot, the
     # row version the sweep saw (0: no row yet); the snapshot applies only while the row is
-    # still at it.
-    base_transaction_number: int
+    # still at it. Several payloads may share one number: they are parts of one action.
+    base_transaction_number: TransactionNumber
     timestamp: AwareDatetime
     # actionMetadata.source: `publicApi` is a change made through the API (perhaps by us).
     change_source: str | None = None
@@ -94,3 +106,50 @@ class RecordChange(BaseModel):
     @property
     def event_type(self) -> str:
         return f"airtable.record.{self.action}"
+
+    @property
+    def entity_type(self) -> str:
+        return "record"
+
+
+class TableDestroyed(BaseModel):
+    """A table deleted in one Airtable action (listed in a payload's `destroyedTableIds`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["table_destroyed"]
+    base_id: str
+    table_id: str
+    webhook_id: str
+    payload_cursor: int
+    base_transaction_number: TransactionNumber
+    timestamp: AwareDatetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.base_id}/{self.table_id}"
+
+    @property
+    def provider_event_id(self) -> str:
+        return f"{self.webhook_id}:{self.payload_cursor}:{self.table_id}:table_destroyed"
+
+    @property
+    def event_type(self) -> str:
+        return "airtable.table.destroyed"
+
+    @property
+    def entity_type(self) -> str:
+        return "table"
+
+
+def _record_event_kind(value: Any) -> str:  # noqa: ANN401 - a dict or a model
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "table" if kind == "table_destroyed" else "record"
+
+
+# The `data` of an `airtable.records` event.
+RecordEvent = Annotated[
+    Annotated[RecordChange, Tag("record")] | Annotated[TableDestroyed, Tag("table")],
+    Discriminator(_record_event_kind),
+]
+RECORD_EVENT: TypeAdapter[RecordChange | TableDestroyed] = TypeAdapter(RecordEvent)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from schemas.airtable import AirtablePing, RecordChange
+from schemas.airtable import AirtablePing, RecordEvent
 from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
 from schemas.square import SquareEvent
@@ -21,7 +21,7 @@ PAYLOAD_MODELS: dict[Topic, type[BaseModel]] = {
     Topic.SQUARE_CUSTOMERS: CloudEvent[SquareEvent],
     Topic.SQUARE_EVENTS: CloudEvent[SquareEvent],
     Topic.AIRTABLE_PINGS: CloudEvent[AirtablePing],
-    Topic.AIRTABLE_RECORDS: CloudEvent[RecordChange],
+    Topic.AIRTABLE_RECORDS: CloudEvent[RecordEvent],
     Topic.APP_CHANGES: CloudEvent[AppChange],
 }
 

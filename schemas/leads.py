@@ -2,8 +2,9 @@
 
 Airtable owns the identity, contact and campaign columns; the app owns `claimed_by`,
 `claimed_at` and `notes` (staff work, pushed back to Airtable by the app, never overwritten by
-a sync). Rows are ordered by Airtable's base transaction number; a destroyed record keeps its
-row, with `deleted_at` set, so the staff data on it survives.
+a sync). Rows are ordered by Airtable's base transaction number, which several payloads of one
+action may share (merged, cell by cell); a destroyed record keeps its row, with `deleted_at`
+set, so the staff data on it survives.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ LEADS = Ownership(
         ),
     ),
     app=("claimed_by", "claimed_at", "notes"),
+    merge_ties=True,
 )
 
 LEADS_MAPPING = TableMapping(

@@ -11,6 +11,12 @@ only when it carries a higher version. A `sticky` column (a deletion time, a mer
 exception: once set it is kept, whatever the version of later changes, because the fact it
 records cannot be undone by an older event arriving late.
 
+Some sources give one version to several changes: Airtable may split one action over several
+payloads that share its base transaction number. A projection that declares `merge_ties` takes a
+change whose version equals the row's too, writing the cells it carries over the row's (parts
+of one action carry different cells); an older change still loses. Square's versions are the
+object's own, so there a tie is a repeat and changes nothing.
+
 A *snapshot* is the exception to the exception: the source's state as a reconciler read it, not
 a change. It carries the version the row had when the reconciler looked and applies only while
 the row is still at that version (a tie wins, anything newer makes it lose), sticky columns
@@ -88,6 +94,8 @@ class Ownership:
     cached: tuple[CachedColumns, ...] = ()
     # Filled in by the database, never written by anyone after the insert.
     system: tuple[str, ...] = ("created_at",)
+    # Changes at the row's own version are parts of one change: merged, not dropped.
+    merge_ties: bool = False
     _by_name: dict[str, SourceColumn] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -178,11 +186,11 @@ def upsert_statement(
 
     `columns` may be any subset of the source columns, so a change that carries only some fields
     (an Airtable record update) writes only those. Non-sticky columns need the version column in
-    the set: they change only when the incoming version is higher than the row's. With
-    `snapshot`, rows apply while the row's version is still theirs (equal or lower), sticky
-    columns too. A column that follows a redirect is stored as the row its value leads to, and
-    a cached group whose join column is written is copied, in the same statement, from the row
-    the join column now points at.
+    the set: they change only when the incoming version is higher than the row's (or, with
+    `merge_ties`, equal to it while a value differs). With `snapshot`, rows apply while the
+    row's version is still theirs (equal or lower), sticky columns too. A column that follows a
+    redirect is stored as the row its value leads to, and a cached group whose join column is
+    written is copied, in the same statement, from the row the join column now points at.
     """
     ownership.check_writable(columns)
     plain = sorted(c for c in columns if not ownership.is_sticky(c))
@@ -221,7 +229,17 @@ def upsert_statement(
         )
     follow_version = [*plain, *(mine for group in cached for mine, _ in group.columns)]
     version = ownership.version
-    newer = f"(t.{version} IS NULL OR EXCLUDED.{version} {'>=' if snapshot else '>'} t.{version})"
+    newer = f"(t.{version} IS NULL OR EXCLUDED.{version} {'>=' if snapshot else '>'} t.{version}"
+    merged = [c for c in follow_version if c != version]
+    if ownership.merge_ties and not snapshot and merged:
+        # A tie writes only when it changes something: a repeat leaves the row (and the change
+        # log its triggers feed) alone.
+        mine = ", ".join(f"t.{c}" for c in merged)
+        theirs = ", ".join(f"EXCLUDED.{c}" for c in merged)
+        newer += (
+            f" OR (EXCLUDED.{version} = t.{version} AND ROW({mine}) IS DISTINCT FROM ROW({theirs}))"
+        )
+    newer += ")"
     # With sticky columns the row may be updated for their sake alone, so each plain column then
     # carries its own version guard; without them the WHERE clause guards the whole update.
     sets = [

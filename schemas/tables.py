@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -111,6 +111,11 @@ class AirtableWebhook(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last error payload Airtable listed for this webhook (INVALID_HOOK and the like).
+    last_error_code: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Tables the webhook's payloads reported deleted.
+    destroyed_table_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -306,3 +311,20 @@ class SyncConflict(Base):
     detected_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class SkippedCell(Base):
+    """A source cell a consumer could not store (out of its column's range, unconvertible): the
+    rest of the change was applied, this cell was not."""
+
+    __tablename__ = "skipped_cells"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    projection: Mapped[str] = mapped_column(Text)
+    row_key: Mapped[str] = mapped_column(Text, index=True)
+    provider_event_id: Mapped[str] = mapped_column(Text)
+    field_id: Mapped[str] = mapped_column(Text)
+    column_name: Mapped[str] = mapped_column(Text)
+    value_json: Mapped[str] = mapped_column(Text)  # as JSON text, cut at 1,000 characters
+    reason: Mapped[str] = mapped_column(Text)
+    skipped_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

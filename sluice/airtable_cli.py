@@ -12,6 +12,7 @@ import typer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from datetime import datetime
 
     from ingest.airtable_api import AirtableClient
     from ingest.airtable_webhooks import RefreshOutcome
@@ -85,11 +86,17 @@ def webhooks_create(
 def webhooks_list(
     base_id: Annotated[list[str] | None, typer.Option("--base", help="Default: registered")] = None,
 ) -> None:
-    """Airtable's webhooks, with sluice's cursor for each."""
+    """Airtable's webhooks, with sluice's cursor for each and what their payloads reported:
+    the last error payload (the webhook is broken: recreate it) and tables deleted."""
     from ingest.airtable_webhooks import list_webhooks  # noqa: PLC0415
 
     for hook in _run(lambda engine, client: list_webhooks(engine, client, base_id)):
-        expires = hook.expires_at.isoformat() if hook.expires_at else None
+        ours = hook.registered
+        last_error = (
+            {"code": ours.last_error_code, "at": _iso(ours.last_error_at)}
+            if ours is not None and ours.last_error_code is not None
+            else None
+        )
         typer.echo(
             json.dumps(
                 {
@@ -97,11 +104,19 @@ def webhooks_list(
                     "base_id": hook.base_id,
                     "sluice_cursor": hook.cursor,
                     "airtable_next_payload": hook.next_payload,
-                    "expires_at": expires,
+                    "expires_at": _iso(hook.expires_at),
                     "notification_url": hook.notification_url,
+                    "enabled": hook.enabled,
+                    "notifications_enabled": hook.notifications_enabled,
+                    "last_error": last_error,
+                    "destroyed_table_ids": list(ours.destroyed_table_ids) if ours else [],
                 }
             )
         )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @webhooks_app.command("refresh")

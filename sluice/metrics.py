@@ -50,6 +50,7 @@ MetricName = Literal[
     "sluice_consumer_failures",
     "sluice_consumer_dead_lettered",
     "sluice_consumer_lag_messages",
+    "sluice_consumer_cells_skipped",
     # reconciler (one run's summary, written as a text file or pushed)
     "sluice_reconcile_last_run_timestamp_seconds",
     "sluice_reconcile_last_run_duration_seconds",
@@ -58,6 +59,8 @@ MetricName = Literal[
     # Airtable webhooks
     "sluice_airtable_webhook_nearest_expiry_timestamp_seconds",
     "sluice_airtable_webhook_refresh_failures",
+    "sluice_airtable_payload_errors",
+    "sluice_airtable_tables_destroyed",
 ]
 
 
@@ -145,6 +148,11 @@ SPECS: Mapping[MetricName, MetricSpec] = {
         "Messages between the group's committed offset and the end of the partition",
         ("consumer", "topic", "partition"),
     ),
+    "sluice_consumer_cells_skipped": MetricSpec(
+        Kind.COUNTER,
+        "Source cells a consumer could not store (the rest of their change applied), by kind",
+        ("consumer", "kind"),
+    ),
     "sluice_reconcile_last_run_timestamp_seconds": MetricSpec(
         Kind.GAUGE, "When the last reconcile run finished (Unix time)", ("source",)
     ),
@@ -164,6 +172,14 @@ SPECS: Mapping[MetricName, MetricSpec] = {
     ),
     "sluice_airtable_webhook_refresh_failures": MetricSpec(
         Kind.GAUGE, "Webhooks the last `airtable webhooks refresh` failed to extend"
+    ),
+    "sluice_airtable_payload_errors": MetricSpec(
+        Kind.COUNTER,
+        "Error payloads Airtable listed for a webhook (it stopped serving it), by code",
+        ("consumer", "code"),
+    ),
+    "sluice_airtable_tables_destroyed": MetricSpec(
+        Kind.COUNTER, "Tables Airtable's payloads reported deleted", ("consumer",)
     ),
 }
 

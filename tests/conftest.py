@@ -10,14 +10,19 @@ import psycopg
 import pytest
 
 from ingest.app import create_app
+from sluice.db import create_engine
 from sluice.embedded import EmbeddedBroker, EmbeddedPostgres
+from sluice.fakes.airtable import FakeAirtable
 from sluice.logging import configure_logging
 from sluice.settings import Settings
+from tests.airtable_helpers import Airtable
 from tests.apache_kafka import apache_kafka, use_apache_kafka
 from tests.services import PostgresCluster, cluster_from_env, libpq_url, running_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SIGNATURE_KEY = "test-signature-key-1"
 ROTATED_KEY = "test-signature-key-2"
@@ -67,6 +72,23 @@ def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A plain autocommit connection for asserting on rows."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=4, application_name="sluice-test")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def airtable() -> AsyncIterator[Airtable]:
+    """The fake Airtable API, running, with a leads table and a webhook in one base."""
+    fake = FakeAirtable(rate_limit_per_base=5)
+    async with running_server(fake.app) as url:
+        yield Airtable(fake, url)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
-from consumers.airtable_projection import MappingResolver, apply_record_changes
-from ingest.airtable_api import AirtableClient, AirtableUnavailableError, BaseRateLimiter
-from ingest.airtable_fetch import fetch_page, fetch_webhook, register_webhook
+from consumers.airtable_fetcher import AirtableFetcher, Ping
+from ingest.airtable_api import AirtableUnavailableError
+from ingest.airtable_fetch import fetch_page, fetch_webhook
 from ingest.airtable_webhooks import (
     create_webhook,
     delete_webhook,
@@ -17,61 +20,22 @@ from ingest.airtable_webhooks import (
     refresh_all,
 )
 from schemas.airtable import RecordChange
-from schemas.leads import AIRTABLE_MAPPINGS
-from sluice.db import DatabaseUnavailableError, create_engine, transaction
-from sluice.fakes.airtable import FakeAirtable, FakeBase, FakeTable, add_leads_table
-from tests.services import libpq_url, running_server
+from sluice.cli import app
+from sluice.db import DatabaseUnavailableError, transaction
+from tests.airtable_helpers import (
+    Airtable,
+    Conn,
+    apply_each,
+    fetched_changes,
+    lead,
+    register,
+)
+from tests.services import libpq_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from sluice.fakes.airtable import RecordedRequest
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-SPEC = {"options": {"filters": {"dataTypes": ["tableData"]}}}
-
-
-class Airtable:
-    """The fake API, running, with one base holding a leads table and one webhook."""
-
-    def __init__(self, fake: FakeAirtable, url: str) -> None:
-        self.fake = fake
-        self.url = url
-        self.base: FakeBase = fake.add_base()
-        self.table: FakeTable = add_leads_table(fake, self.base.id)
-        self.webhook = fake.add_webhook(
-            self.base.id, "https://sluice.example/webhooks/airtable", SPEC
-        )
-
-        # One limiter, as in one process: separate ones would each allow 5 requests/s.
-        self.limiter = BaseRateLimiter(5, 0.3)
-
-    def client(self, *, pause: float | None = None) -> AirtableClient:
-        limiter = self.limiter if pause is None else BaseRateLimiter(5, pause)
-        return AirtableClient(self.fake.token, endpoint_url=self.url, limiter=limiter)
-
-
-@pytest.fixture
-async def airtable() -> AsyncIterator[Airtable]:
-    fake = FakeAirtable(rate_limit_per_base=5)
-    async with running_server(fake.app) as url:
-        yield Airtable(fake, url)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=4, application_name="airtable-fetch-test")
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-async def register(engine: AsyncEngine, airtable: Airtable) -> None:
-    async with transaction(engine) as conn:
-        await register_webhook(conn, airtable.webhook.id, airtable.base.id)
 
 
 def add_leads(airtable: Airtable, count: int) -> list[str]:
@@ -204,7 +168,7 @@ async def test_crash_between_fetch_and_commit_loses_and_repeats_nothing(
             with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'airtable-fetch-test' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = 'sluice-test' AND pid <> pg_backend_pid()"
                 )
 
     airtable.fake.on_request = kill_fetcher
@@ -321,24 +285,8 @@ async def test_webhook_lifecycle(airtable: Airtable, engine: AsyncEngine, db: Co
 
 async def project(engine: AsyncEngine, airtable: Airtable, db: Conn) -> None:
     """Fetch, then apply the recorded changes to the projections (as the leads consumer does)."""
-    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
-    resolver = MappingResolver(airtable.client(), AIRTABLE_MAPPINGS)
-    changes = [
-        RecordChange.model_validate(row[0]["data"])
-        for row in db.execute("SELECT payload FROM outbox ORDER BY id")
-    ]
-    db.execute("DELETE FROM outbox")
-    async with transaction(engine) as conn:
-        await apply_record_changes(conn, resolver, changes)
-
-
-def lead(db: Conn, record_id: str, *columns: str) -> tuple[Any, ...]:
-    row = db.execute(
-        f"SELECT {', '.join(columns)} FROM leads WHERE record_id = %s",  # type: ignore[arg-type]  # noqa: S608 - column names from the test
-        (record_id,),
-    ).fetchone()
-    assert row is not None
-    return tuple(row)
+    changes = await fetched_changes(engine, airtable, db)
+    await apply_each(engine, airtable.resolver(), [changes])
 
 
 async def test_leads_follow_changes_and_keep_staff_columns(
@@ -411,18 +359,58 @@ async def test_a_late_older_change_never_wins(
     [rec] = airtable.fake.create_records(airtable.base.id, "Leads", [{"Campaign": "spring"}])
     airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Campaign": "summer"}})
     airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Campaign": "autumn"}})
-    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
-    changes = [
-        RecordChange.model_validate(row[0]["data"])
-        for row in db.execute("SELECT payload FROM outbox ORDER BY id")
-    ]
-    resolver = MappingResolver(airtable.client(), AIRTABLE_MAPPINGS)
+    changes = await fetched_changes(engine, airtable, db)
 
     # Newest first, in separate batches: the older ones arrive late and must lose.
-    for change in reversed(changes):
-        async with transaction(engine) as conn:
-            await apply_record_changes(conn, resolver, [change])
+    await apply_each(engine, airtable.resolver(), [[change] for change in reversed(changes)])
 
     assert lead(db, rec, "campaign", "airtable_txn") == ("autumn", 3)
     # Field names were resolved to ids once: one schema request for the base.
     assert len(airtable.fake.requests_for(airtable.base.id, "/meta/bases/")) == 1
+
+
+async def test_an_error_payload_is_recorded_counted_and_listed(
+    airtable: Airtable, engine: AsyncEngine, db: Conn, database_url: str
+) -> None:
+    await register(engine, airtable)
+    [rec] = add_leads(airtable, 1)
+    airtable.fake.break_webhook(airtable.base.id, airtable.webhook.id, "INVALID_HOOK")
+    add_leads(airtable, 1)  # after the error: Airtable no longer reports changes
+
+    with capture_logs() as logs:
+        async with transaction(engine) as conn:
+            tally = await AirtableFetcher(airtable.client()).apply(
+                conn, [Ping(airtable.webhook.id, airtable.base.id)]
+            )
+
+    # The cursor moved past the error payload; only the change before it became an event.
+    assert cursor(db, airtable.webhook.id) == 3
+    assert [e[2] for e in events(db)] == [f"{airtable.base.id}/{airtable.table.id}/{rec}"]
+    assert tally[("sluice_airtable_payload_errors", ("INVALID_HOOK",))] == 1
+    assert [(e["event"], e["code"]) for e in logs if e["event"] == "airtable.payload_error"] == [
+        ("airtable.payload_error", "INVALID_HOOK")
+    ]
+    row = db.execute(
+        "SELECT last_error_code, last_error_at IS NOT NULL FROM airtable_webhooks"
+    ).fetchone()
+    assert row == ("INVALID_HOOK", True)
+
+    env = {
+        "DATABASE_URL": database_url,
+        "AIRTABLE_API_URL": airtable.url,
+        "AIRTABLE_API_KEY": airtable.fake.token,
+        "SLUICE_LOG_LEVEL": "error",
+    }
+    # In a thread: the fake Airtable is served by this test's event loop.
+    listed = await asyncio.to_thread(
+        CliRunner().invoke, app, ["airtable", "webhooks", "list"], env=env
+    )
+    assert listed.exit_code == 0, listed.output
+    [hook] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (hook["webhook_id"], hook["enabled"], hook["sluice_cursor"]) == (
+        airtable.webhook.id,
+        False,
+        3,
+    )
+    assert hook["last_error"]["code"] == "INVALID_HOOK"
+    assert hook["destroyed_table_ids"] == []

@@ -99,6 +99,10 @@ async def test_partial_change_writes_only_its_columns_and_respects_version(
     assert (
         await write(engine, [{"customer_id": "C1", "display_name": "Old", "version": 1}]) == set()
     )
+    # Square's versions are the object's own: one at the row's version is a repeat, ignored.
+    assert (
+        await write(engine, [{"customer_id": "C1", "display_name": "Tie", "version": 3}]) == set()
+    )
     assert customer(db, "C1") == ("Ada L.", "ada@example.com", 3, None)
 
 
@@ -144,8 +148,12 @@ async def test_a_snapshot_applies_only_while_the_row_is_at_its_version(
 
     frame = {"base_id": "app1", "table_id": "tbl1"}
     await write_lead(lead(5, full_name="Ada", **frame))
-    # A plain change at the row's own version is an old one: ignored.
-    assert await write_lead(lead(5, full_name="Ada?", **frame)) == set()
+    # Leads merge ties: a change at the row's own version is another part of the same Airtable
+    # action, and its cells join the row's; a repeat changes nothing, an older change loses.
+    assert await write_lead(lead(5, full_name="Ada", **frame)) == set()
+    assert await write_lead(lead(5, company="ACME", **frame)) == {"rec1"}
+    assert await write_lead(lead(4, full_name="Old", **frame)) == set()
+    assert db.execute("SELECT company FROM leads WHERE record_id = 'rec1'").fetchone() == ("ACME",)
     # A snapshot taken while the row was at 5 applies: a tie.
     assert await write_lead(lead(5, full_name="Ada L.", **frame), snapshot=True) == {"rec1"}
     assert name_version_deleted() == ("Ada L.", 5, None)

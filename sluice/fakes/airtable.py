@@ -17,7 +17,10 @@ modified time (set when it is created or a cell of it changes); any other formul
 422 `INVALID_FILTER_BY_FORMULA`. The options of every listing are kept in `listings`.
 
 For tests it records each request's arrival time, can answer 429 or 5xx on demand, and can
-enforce Airtable's 5 requests/s per base itself. `POST /_fake/bases/{base}/tables/{table}/changes`
+enforce Airtable's 5 requests/s per base itself. It can also behave as Airtable's documentation
+says Airtable may: split one action over several payloads that share its base transaction
+number, list an error payload and stop serving the webhook, and report a deleted table in
+`destroyedTableIds`. `POST /_fake/bases/{base}/tables/{table}/changes`
 lets `sluice simulate airtable` make a change as if a person had made it in Airtable's UI.
 """
 
@@ -158,6 +161,8 @@ class FakeWebhook:
     expiration_time: datetime
     created_time: datetime
     notifications_enabled: bool = True
+    # Airtable disables a webhook it can no longer serve, after an error payload says why.
+    enabled: bool = True
     payloads: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -185,7 +190,7 @@ class FakeWebhook:
         return {
             "id": self.id,
             "type": "client",
-            "isHookEnabled": True,
+            "isHookEnabled": self.enabled,
             "notificationUrl": self.notification_url,
             "cursorForNextPayload": len(self.payloads) + 1,
             "areNotificationsEnabled": self.notifications_enabled,
@@ -308,7 +313,10 @@ class FakeAirtable:
         updates: Mapping[str, Mapping[str, Any]],
         *,
         source: str = "client",
+        split: int = 1,
     ) -> None:
+        """Change cells; with `split`, the action's cells are spread over that many payloads
+        sharing one base transaction number, as Airtable may do with one action."""
         base = self.bases[base_id]
         fake_table = base.table(table)
         changes = []
@@ -324,7 +332,7 @@ class FakeAirtable:
             if changed:
                 record.modified_time = datetime.now(UTC)
                 changes.append(_Change(fake_table, record, "update", changed, previous))
-        self._commit(base, changes, source)
+        self._commit(base, changes, source, split=split)
 
     def destroy_records(
         self, base_id: str, table: str, record_ids: list[str], *, source: str = "client"
@@ -335,6 +343,33 @@ class FakeAirtable:
             _Change(fake_table, fake_table.records.pop(rid), "remove", {}, {}) for rid in record_ids
         ]
         self._commit(base, changes, source)
+
+    def destroy_table(self, base_id: str, table: str) -> str:
+        """Delete a table: one payload listing it in `destroyedTableIds`."""
+        base = self.bases[base_id]
+        gone = base.tables.pop(base.table(table).id)
+        base.transaction_number += 1
+        for webhook in self._live_webhooks(base):
+            if webhook.watches(gone.id, "remove", "client"):
+                webhook.payloads.append(
+                    {**self._payload_head(base, "client"), "destroyedTableIds": [gone.id]}
+                )
+        return gone.id
+
+    def break_webhook(self, base_id: str, webhook_id: str, code: str = "INVALID_HOOK") -> None:
+        """The webhook fails at Airtable: an error payload, then no more payloads."""
+        base = self.bases[base_id]
+        webhook = base.webhooks[webhook_id]
+        webhook.payloads.append(
+            {
+                "timestamp": _ts(datetime.now(UTC)),
+                "baseTransactionNumber": base.transaction_number,
+                "payloadFormat": "v0",
+                "error": True,
+                "code": code,
+            }
+        )
+        webhook.enabled = False
 
     def fail_next(self, status: int, times: int = 1, *, path_contains: str | None = None) -> None:
         """Answer the next `times` matching requests with `status` (429, 500, 503...)."""
@@ -360,33 +395,37 @@ class FakeAirtable:
     def requests_for(self, base_id: str, path_contains: str = "") -> list[RecordedRequest]:
         return [r for r in self.requests if r.base_id == base_id and path_contains in r.path]
 
-    def _commit(self, base: FakeBase, changes: list[_Change], source: str) -> None:
+    def _commit(
+        self, base: FakeBase, changes: list[_Change], source: str, *, split: int = 1
+    ) -> None:
         if not changes:
             return
         base.transaction_number += 1
+        parts = _split(changes, split)
+        for webhook in self._live_webhooks(base):
+            for part in parts:
+                tables: dict[str, dict[str, Any]] = {}
+                for change in part:
+                    if not webhook.watches(change.table.id, change.kind, source):
+                        continue
+                    entry = tables.setdefault(change.table.id, {})
+                    _describe(entry, change, include_previous=webhook.include_previous())
+                if tables:
+                    webhook.payloads.append(
+                        {**self._payload_head(base, source), "changedTablesById": tables}
+                    )
+
+    def _live_webhooks(self, base: FakeBase) -> list[FakeWebhook]:
         now = datetime.now(UTC)
-        for webhook in base.webhooks.values():
-            if webhook.expiration_time <= now:
-                continue
-            tables: dict[str, dict[str, Any]] = {}
-            for change in changes:
-                if not webhook.watches(change.table.id, change.kind, source):
-                    continue
-                entry = tables.setdefault(change.table.id, {})
-                _describe(entry, change, include_previous=webhook.include_previous())
-            if tables:
-                webhook.payloads.append(
-                    {
-                        "timestamp": _ts(now),
-                        "baseTransactionNumber": base.transaction_number,
-                        "actionMetadata": {
-                            "source": source,
-                            "sourceMetadata": {"user": self._actor(source)},
-                        },
-                        "payloadFormat": "v0",
-                        "changedTablesById": tables,
-                    }
-                )
+        return [w for w in base.webhooks.values() if w.expiration_time > now and w.enabled]
+
+    def _payload_head(self, base: FakeBase, source: str) -> dict[str, Any]:
+        return {
+            "timestamp": _ts(datetime.now(UTC)),
+            "baseTransactionNumber": base.transaction_number,
+            "actionMetadata": {"source": source, "sourceMetadata": {"user": self._actor(source)}},
+            "payloadFormat": "v0",
+        }
 
     def _actor(self, source: str) -> dict[str, str]:
         # Web API changes are the token owner's; changes "in the UI" are a colleague's.
@@ -726,6 +765,21 @@ def _modified_after(formula: str) -> datetime | None:
     except ValueError:
         return None
     return cutoff if cutoff.tzinfo is not None else cutoff.replace(tzinfo=UTC)
+
+
+def _split(changes: list[_Change], parts: int) -> list[list[_Change]]:
+    """One action's changes over `parts` payloads: each record's cells dealt out in turn."""
+    if parts <= 1:
+        return [changes]
+    split: list[list[_Change]] = [[] for _ in range(parts)]
+    for change in changes:
+        cells = list(change.changed.items())
+        for i in range(parts):
+            share = dict(cells[i::parts])
+            if share or (i == 0 and not cells):
+                previous = {k: v for k, v in change.previous.items() if k in share}
+                split[i].append(_Change(change.table, change.record, change.kind, share, previous))
+    return [part for part in split if part]
 
 
 def _describe(entry: dict[str, Any], change: _Change, *, include_previous: bool) -> None:
