@@ -43,6 +43,7 @@ from typing import IO, Any
 import httpx
 import psycopg
 
+from api.transitions import is_allowed
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.db import libpq_url
 from sluice.dev import dev_components
@@ -57,8 +58,19 @@ SIGNATURE_KEY = "chaos-signature-key"
 API_TOKEN = "chaos-api-token-0123456789"  # noqa: S105 - a value for this run only
 PARTITIONS = 4
 CONSUMERS = ("jobs-consumer", "airtable-fetcher", "leads-consumer", "airtable-writeback")
-# The staff app's status walk: each step is allowed from the one before (README, Transitions).
-STATUS_WALK = ("en_route", "in_progress", "on_hold", "in_progress", "completed", "in_progress")
+# The staff app's status walk, a cycle from `scheduled` back to it: each step is allowed from
+# the one before (README, Transitions; checked against api/transitions.py at start).
+STATUS_CYCLE = (
+    "en_route",
+    "in_progress",
+    "on_hold",
+    "in_progress",
+    "completed",
+    "in_progress",
+    "on_hold",
+    "cancelled",
+    "scheduled",
+)
 LEAD_STATUSES = ("New", "Contacted", "Qualified", "Lost")
 
 
@@ -407,7 +419,7 @@ async def drive_staff(cluster: Cluster, scale: Scale, ledger: Ledger, stop: asyn
     """Staff edits through the App API while everything else goes on: job notes, status changes,
     lead notes. Every answer is recorded so the end state can be checked against it."""
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    walk: dict[str, int] = {}
+    unsure: set[str] = set()  # jobs whose status move went unanswered
     n = 0
     async with httpx.AsyncClient(base_url=cluster.api_url, headers=headers, timeout=10) as http:
         while not stop.is_set():
@@ -419,7 +431,7 @@ async def drive_staff(cluster: Cluster, scale: Scale, ledger: Ledger, stop: asyn
             if choice < 0.4 and jobs:
                 await edit_job_notes(http, ledger, random.choice(jobs), f"staff note {n}")
             elif choice < 0.8 and jobs:
-                await move_job(http, ledger, random.choice(jobs), walk)
+                await move_job(http, ledger, random.choice(jobs), unsure)
             elif leads:
                 await edit_lead_notes(http, ledger, random.choice(leads), f"lead note {n}")
 
@@ -435,14 +447,35 @@ async def edit_job_notes(http: httpx.AsyncClient, ledger: Ledger, job: str, note
         ledger.staff_refused.append(f"PATCH job {job}: {status}")
 
 
-async def move_job(http: httpx.AsyncClient, ledger: Ledger, job: str, walk: dict[str, int]) -> None:
-    target = STATUS_WALK[walk.get(job, 0) % len(STATUS_WALK)]
+def next_status(current: str) -> str:
+    """The walk's step after `current` (a status the walk reached, or `scheduled`)."""
+    return STATUS_CYCLE[(STATUS_CYCLE.index(current) + 1) % len(STATUS_CYCLE)]
+
+
+def check_status_cycle() -> None:
+    steps = zip((STATUS_CYCLE[-1], *STATUS_CYCLE), STATUS_CYCLE, strict=False)
+    refused = [f"{a} -> {b}" for a, b in steps if not is_allowed(a, b)]
+    if refused:
+        raise SystemExit(f"chaos: the status walk makes moves the API refuses: {refused}")
+
+
+async def move_job(http: httpx.AsyncClient, ledger: Ledger, job: str, unsure: set[str]) -> None:
+    if job in unsure:  # a move went unanswered: read where the job is before the next one
+        try:
+            response = await http.get(f"/jobs/{job}")
+        except httpx.HTTPError:
+            return
+        if response.status_code != 200:
+            return
+        ledger.job_status[job] = response.json()["work_status"]
+        unsure.discard(job)
+    target = next_status(ledger.job_status.get(job, "scheduled"))
     body = {"ids": [job], "work_status": target, "actor": "chaos"}
     status = await staff_call(http, ledger, "POST", "/jobs/status", body)
     if status is None:
         ledger.uncertain_jobs.add(job)
+        unsure.add(job)
     elif status == 200:
-        walk[job] = walk.get(job, 0) + 1
         ledger.job_status[job] = target
         ledger.job_transitions[job] = ledger.job_transitions.get(job, 0) + 1
     elif status != 404:
@@ -789,6 +822,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, help="random seed (printed when not given)")
     parser.add_argument("--state-dir", type=Path, help="keeps logs and data here")
     options = parser.parse_args()
+    check_status_cycle()
     seed = options.seed if options.seed is not None else random.randrange(1 << 30)
     random.seed(seed)
     base = SHORT if options.short else LONG
