@@ -15,7 +15,11 @@ WorkStatus = Literal[
     "scheduled", "en_route", "in_progress", "on_hold", "completed", "cancelled", "no_show"
 ]
 
-Actor = Field(min_length=1, max_length=200, description="who makes the change (a staff id)")
+MAX_ACTOR_LENGTH = 200
+
+Actor = Field(
+    min_length=1, max_length=MAX_ACTOR_LENGTH, description="who makes the change (a staff id)"
+)
 
 
 class _Body(BaseModel):
