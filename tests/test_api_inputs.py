@@ -1,9 +1,10 @@
 """Every bad input to the App API is answered with a 4xx problem that says what is wrong, never a
-5xx, and writes nothing: query parameters, the Last-Event-ID header and path ids."""
+5xx, and writes nothing: query parameters, the Last-Event-ID header, path ids and bodies."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -247,3 +248,255 @@ async def test_ids_in_the_path_that_cannot_exist_are_404(
     # A 404 to a change is an answer, kept with its key and replayed (see test_api.py).
     assert len(after.pop("idempotency_keys")) == len(before.pop("idempotency_keys")) + 1
     assert after == before
+
+
+def nested(depth: int, leaf: bytes = b'"x"') -> bytes:
+    """`{"actor": "amy", "notes": [[...leaf...]]}`, arrays and objects `depth` levels deep."""
+    return b'{"actor":"amy","notes":' + b"[" * (depth - 1) + leaf + b"]" * (depth - 1) + b"}"
+
+
+def writes(job: str, lead: str) -> list[tuple[str, str]]:
+    return [
+        ("PATCH", f"/api/jobs/{job}"),
+        ("POST", "/api/jobs/status"),
+        ("PATCH", f"/api/leads/{lead}"),
+        ("POST", f"/api/leads/{lead}/claim"),
+        ("POST", f"/api/leads/{lead}/unclaim"),
+    ]
+
+
+async def send(api: httpx.AsyncClient, method: str, path: str, body: bytes) -> httpx.Response:
+    headers = {"X-Idempotency-Key": key(), "Content-Type": "application/json"}
+    return await api.request(method, path, content=body, headers=headers)
+
+
+@pytest.mark.parametrize("depth", [33, 400, 5000, 200_000])
+async def test_bodies_nested_deeper_than_32_levels_are_422_before_parsing(
+    api: httpx.AsyncClient, rows: Rows, depth: int
+) -> None:
+    before = rows.written()
+    for method, path in writes(rows.job, rows.lead):
+        for leaf in (b'"x"', b'"\\u0000"', b"1" * 5000):
+            response = await send(api, method, path, nested(depth, leaf))
+            assert_problem(
+                response, 422, "too_deep", "the body nests arrays and objects deeper than 32 levels"
+            )
+    assert rows.written() == before
+
+
+async def test_a_body_nested_32_levels_is_parsed_and_validated(
+    api: httpx.AsyncClient, rows: Rows
+) -> None:
+    before = rows.written()
+    response = await send(api, "PATCH", f"/api/jobs/{rows.job}", nested(32))
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_body"
+    assert response.json()["errors"] == [
+        {"field": "notes", "message": "Input should be a valid string"}
+    ]
+    nul = await send(api, "PATCH", f"/api/jobs/{rows.job}", nested(32, b'"\\u0000"'))
+    assert_problem(nul, 422, "invalid_body", "strings cannot contain the NUL character (\\u0000)")
+    assert rows.written() == before
+
+
+Problem = tuple[int, str, str]
+NUMBER_TOO_LONG: Problem = (
+    422,
+    "number_too_long",
+    "numbers in the body are limited to 100 characters",
+)
+NOT_A_NUMBER: Problem = (400, "invalid_json", "the body is not JSON: NaN and Infinity are not JSON")
+NUL: Problem = (422, "invalid_body", "strings cannot contain the NUL character (\\u0000)")
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            b'{"actor":"amy","payment":{"method":"cash","amount_cents":' + b"9" * 5000 + b"}}",
+            NUMBER_TOO_LONG,
+        ),
+        (b'{"actor":"amy","notes":"x","n":-' + b"1" * 100 + b"}", NUMBER_TOO_LONG),
+        (b'{"actor":"amy","notes":"x","n":0.' + b"1" * 99 + b"}", NUMBER_TOO_LONG),
+        (b'{"actor":"amy","notes":"x","n":1e' + b"0" * 99 + b"}", NUMBER_TOO_LONG),
+        (b'{"actor":"amy","payment":{"method":"cash","amount_cents":NaN}}', NOT_A_NUMBER),
+        (b'{"actor":"amy","notes":-Infinity}', NOT_A_NUMBER),
+        (
+            b'{"actor":"amy"',
+            (
+                400,
+                "invalid_json",
+                "the body is not JSON: Expecting ',' delimiter: line 1 column 15 (char 14)",
+            ),
+        ),
+        (
+            b"[" * 40,
+            (422, "too_deep", "the body nests arrays and objects deeper than 32 levels"),
+        ),
+        (b'{"actor":"amy","notes":"\\u0000"}', NUL),
+        (b'{"actor":"amy","notes":"x","\\u0000":1}', NUL),
+    ],
+)
+async def test_numbers_and_literals_the_body_cannot_hold(
+    api: httpx.AsyncClient, rows: Rows, body: bytes, problem: Problem
+) -> None:
+    before = rows.written()
+    assert_problem(await send(api, "PATCH", f"/api/jobs/{rows.job}", body), *problem)
+    assert rows.written() == before
+
+
+async def test_huge_numbers_in_range_of_the_parser_are_refused_by_the_field(
+    api: httpx.AsyncClient, rows: Rows
+) -> None:
+    before = rows.written()
+    for amount, message in (
+        (b"1e400", "Input should be a finite number"),
+        (b"99999999999999999999", "Input should be less than or equal to 100000000"),
+        (b"-1", "Input should be greater than or equal to 0"),
+    ):
+        body = b'{"actor":"amy","payment":{"method":"cash","amount_cents":' + amount + b"}}"
+        response = await send(api, "PATCH", f"/api/jobs/{rows.job}", body)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"] == [{"field": "payment.amount_cents", "message": message}]
+    assert rows.written() == before
+
+
+def _job_bodies(job: str) -> list[tuple[str, str, dict[str, Any], str, str]]:
+    at_most = "String should have at most {} characters"
+    return [
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "a" * 201, "notes": "x"},
+            "actor",
+            at_most.format(200),
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "", "notes": "x"},
+            "actor",
+            "String should have at least 1 character",
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "amy", "notes": "x" * 10_001},
+            "notes",
+            at_most.format(10_000),
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "amy", "post_completion_issue": "x" * 10_001},
+            "post_completion_issue",
+            at_most.format(10_000),
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "amy", "checklist": [{"item": "x" * 501}]},
+            "checklist.0.item",
+            at_most.format(500),
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "amy", "photos_meta": [{"url": "u", "caption": "x" * 1001}]},
+            "photos_meta.0.caption",
+            at_most.format(1000),
+        ),
+        (
+            "PATCH",
+            f"/api/jobs/{job}",
+            {"actor": "amy", "vehicle_info": {"vin": "x" * 18}},
+            "vehicle_info.vin",
+            at_most.format(17),
+        ),
+        (
+            "POST",
+            "/api/jobs/status",
+            {"actor": "amy", "ids": [job, "x" * 256], "work_status": "en_route"},
+            "ids.1",
+            at_most.format(255),
+        ),
+        (
+            "POST",
+            "/api/jobs/status",
+            {"actor": "amy", "ids": [""], "work_status": "en_route"},
+            "ids.0",
+            "String should have at least 1 character",
+        ),
+        (
+            "POST",
+            "/api/jobs/status",
+            {"actor": "amy", "ids": [job] * 501, "work_status": "en_route"},
+            "ids",
+            "List should have at most 500 items after validation, not 501",
+        ),
+    ]
+
+
+async def test_overlong_fields_are_422_naming_the_field(api: httpx.AsyncClient, rows: Rows) -> None:
+    job, lead = rows.job, rows.lead
+    cases = [
+        *_job_bodies(job),
+        (
+            "PATCH",
+            f"/api/leads/{lead}",
+            {"actor": "amy", "notes": "x" * 10_001},
+            "notes",
+            "String should have at most 10000 characters",
+        ),
+        (
+            "POST",
+            f"/api/leads/{lead}/claim",
+            {"actor": "a" * 201},
+            "actor",
+            "String should have at most 200 characters",
+        ),
+        (
+            "POST",
+            f"/api/leads/{lead}/unclaim",
+            {"actor": "a" * 201},
+            "actor",
+            "String should have at most 200 characters",
+        ),
+    ]
+    before = rows.written()
+    for method, path, body, field, message in cases:
+        response = await send(api, method, path, json.dumps(body).encode())
+        assert response.status_code == 422, (path, body, response.text)
+        problem = response.json()
+        assert problem["error"] == "invalid_body"
+        assert {"field": field, "message": message} in problem["errors"], problem
+    assert rows.written() == before
+
+
+async def test_idempotency_keys_missing_or_too_long_have_their_own_codes(
+    api: httpx.AsyncClient, rows: Rows
+) -> None:
+    before = rows.written()
+    body = {"actor": "amy", "notes": "x"}
+    path = f"/api/jobs/{rows.job}"
+    for headers in ({}, {"X-Idempotency-Key": ""}):
+        response = await api.patch(path, json=body, headers=headers)
+        assert_problem(
+            response,
+            400,
+            "idempotency_key_required",
+            "send X-Idempotency-Key (1 to 255 characters) with every change",
+        )
+    response = await api.patch(path, json=body, headers={"X-Idempotency-Key": "k" * 256})
+    assert_problem(
+        response,
+        400,
+        "idempotency_key_too_long",
+        "X-Idempotency-Key is longer than 255 characters",
+    )
+    repeated = [("X-Idempotency-Key", key()), ("X-Idempotency-Key", key())]
+    response = await api.patch(path, json=body, headers=repeated)
+    assert_problem(response, 400, "bad_header", "X-Idempotency-Key: give it once, not 2 times")
+    assert rows.written() == before
+    exactly = await api.patch(path, json=body, headers={"X-Idempotency-Key": "k" * 255})
+    assert exactly.status_code == 200, exactly.text
