@@ -20,7 +20,13 @@ from starlette.routing import Route
 
 from recovery.lock import RunLockedError
 from recovery.run_metrics import RunMetrics
-from recovery.runs import SOURCES, AirtableOptions, default_square_window, reconcile
+from recovery.runs import (
+    MAX_LOOKBACK_MINUTES,
+    SOURCES,
+    AirtableOptions,
+    default_square_window,
+    reconcile,
+)
 from sluice.auth import BearerAuth
 from sluice.db import create_engine
 from sluice.health import healthz
@@ -34,9 +40,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from sluice.settings import Settings
-
-
-MAX_LOOKBACK_MINUTES = 1440
 
 
 def _problem(status: int, detail: str, code: str) -> JSONResponse:

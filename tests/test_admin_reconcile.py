@@ -10,8 +10,11 @@ import pytest
 
 from recovery.admin import create_admin_app
 from recovery.lock import run_lock
+from recovery.runs import MAX_LOOKBACK_MINUTES, AirtableOptions
+from schemas.contracts import openapi_document
 from sluice.db import create_engine
 from sluice.fakes.square import FakeSquare
+from sluice.query import MAX_INSTANT_LENGTH
 from sluice.settings import Settings
 from tests.services import running_server
 
@@ -172,3 +175,12 @@ async def test_a_window_in_other_zones_is_taken_in_utc(database_url: str) -> Non
         "from": "2030-01-01T00:00:00Z",
         "to": "2030-01-02T01:00:00Z",
     }
+
+
+def test_the_document_gives_the_bounds_the_service_reads() -> None:
+    operation = openapi_document()["paths"]["/admin/reconcile/{source}"]["post"]
+    schemas = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "query"}
+    assert schemas["lookback_minutes"]["maximum"] == MAX_LOOKBACK_MINUTES
+    assert schemas["lookback_minutes"]["default"] == AirtableOptions().lookback_minutes
+    assert schemas["from"]["maxLength"] == schemas["to"]["maxLength"] == MAX_INSTANT_LENGTH
+    assert schemas["full"]["type"] == "boolean"
