@@ -19,10 +19,11 @@ from starlette.routing import Route
 from api import jobs, leads
 from api.changes import ChangeFeed, changes
 from api.openapi import openapi_document
-from api.responses import ApiError, api_error_response
+from api.responses import ApiError, api_error_response, parameter_error_response
 from sluice.auth import BearerAuth
 from sluice.db import create_engine
 from sluice.health import healthz
+from sluice.query import ParameterError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -77,7 +78,12 @@ def create_api_app(settings: Settings) -> BearerAuth:
             await engine.dispose()
 
     app = Starlette(
-        routes=routes(), lifespan=lifespan, exception_handlers={ApiError: api_error_response}
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error_response,
+            ParameterError: parameter_error_response,
+        },
     )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     return BearerAuth(app, token, "SLUICE_API_TOKEN", PUBLIC_PATHS)

@@ -29,9 +29,10 @@ from sqlalchemy import text
 from starlette.responses import StreamingResponse
 
 from api.idempotency import prune_expired
-from api.responses import jsonable
+from api.responses import jsonable, single_header
 from outbox.wakeup import CommitListener
 from sluice.db import DatabaseUnavailableError, transaction
+from sluice.query import BIGINT_MAX, Query, whole_number
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -109,13 +110,13 @@ class ChangeFeed:
                 log.warning("api.prune_failed", error=str(exc))
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
-    async def start_cursor(self, last_event_id: str | None) -> tuple[Cursor, bool]:
+    async def start_cursor(self, last_event_id: int | None) -> tuple[Cursor, bool]:
         """Where a stream starts, and whether the client must reload (its event was pruned)."""
         async with transaction(self.engine) as conn:
-            if last_event_id is not None and last_event_id.isdigit():
-                txid = (await conn.execute(_RESUME, {"id": int(last_event_id)})).scalar()
+            if last_event_id is not None:
+                txid = (await conn.execute(_RESUME, {"id": last_event_id})).scalar()
                 if txid is not None:
-                    return (txid, int(last_event_id)), False
+                    return (txid, last_event_id), False
             xmin = (await conn.execute(_NOW)).scalar_one()
         # Everything older than every running transaction is the past the client has loaded.
         return (xmin, 0), last_event_id is not None
@@ -166,10 +167,26 @@ async def _stream(
             await asyncio.wait_for(woken.wait(), POLL_SECONDS)
 
 
+def last_event_id(request: Request) -> int | None:
+    """Where to resume: the `Last-Event-ID` header an EventSource sends when it reconnects, else
+    the `last_event_id` query parameter (for clients that cannot set headers). An event id is a
+    log row's bigserial id; empty means none. Both are checked when both are sent."""
+    header = single_header(request, "Last-Event-ID")
+    query = Query(request.query_params).value("last_event_id")
+    header_id = (
+        whole_number("Last-Event-ID", header, minimum=0, maximum=BIGINT_MAX, place="header")
+        if header
+        else None
+    )
+    query_id = (
+        whole_number("last_event_id", query, minimum=0, maximum=BIGINT_MAX) if query else None
+    )
+    return header_id if header_id is not None else query_id
+
+
 async def changes(request: Request) -> Response:
     feed: ChangeFeed = request.app.state.feed
-    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    cursor, reset = await feed.start_cursor(last)
+    cursor, reset = await feed.start_cursor(last_event_id(request))
     return StreamingResponse(
         _stream(request, feed, cursor, reset),
         media_type="text/event-stream",

@@ -8,7 +8,6 @@ transition is checked, so two staff members cannot both move a job from the same
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -20,6 +19,7 @@ from api.writes import state_change
 from schemas.app_api import AppChange, BulkStatus, JobPatch
 from schemas.projections import JOBS
 from sluice.db import transaction
+from sluice.query import Query
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 MAX_LIST = 1000
+DEFAULT_LIST = 500
 _JSON_COLUMNS = frozenset({"checklist", "photos_meta", "receipt_photos", "payment", "vehicle_info"})
 
 _LIST = text(
@@ -62,33 +63,12 @@ def _row(row: Any) -> dict[str, Any]:  # noqa: ANN401 - a SQLAlchemy row
     return data
 
 
-def parse_bound(value: str | None, name: str) -> datetime | None:
-    """An ISO date (midnight UTC) or a date-time with a zone."""
-    if value is None or value == "":
-        return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ApiError(400, "bad_query", f"{name}: not an ISO 8601 date or date-time") from exc
-    if parsed.tzinfo is None:
-        raise ApiError(400, "bad_query", f"{name}: a date-time needs a time zone")
-    return parsed
-
-
 async def list_jobs(request: Request) -> Response:
-    query = request.query_params
-    try:
-        low = parse_bound(query.get("from"), "from")
-        high = parse_bound(query.get("to"), "to")
-        limit = int(query.get("limit", "500"))
-    except ApiError as exc:
-        return exc.response()
-    except ValueError:
-        return ApiError(400, "bad_query", "limit must be an integer").response()
-    if not 1 <= limit <= MAX_LIST:
-        return ApiError(400, "bad_query", f"limit must be 1 to {MAX_LIST}").response()
+    query = Query(request.query_params)
+    # ISO dates are midnight UTC; date-times need a zone.
+    low = query.instant("from", dates=True)
+    high = query.instant("to", dates=True)
+    limit = query.integer("limit", default=DEFAULT_LIST, minimum=1, maximum=MAX_LIST)
     async with transaction(request.app.state.engine) as conn:
         rows = await conn.execute(_LIST, {"from_": low, "to": high, "limit": limit})
         jobs = [_row(r) for r in rows]

@@ -14,9 +14,10 @@ from api.announce import announce, change_message
 from api.responses import ApiError, etag_response, path_id
 from api.writes import state_change
 from consumers.lead_sync import stamp_app_change, sync_status
-from schemas.app_api import AppChange, Claim, LeadPatch, Unclaim
+from schemas.app_api import MAX_ACTOR_LENGTH, AppChange, Claim, LeadPatch, Unclaim
 from schemas.leads import LEADS
 from sluice.db import transaction
+from sluice.query import Query
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 MAX_LIST = 1000
+DEFAULT_LIST = 500
 
 _LIST = text(
     """
@@ -58,15 +60,12 @@ async def _leads_with_sync(conn: AsyncConnection, rows: list[Any]) -> list[dict[
 
 
 async def list_leads(request: Request) -> Response:
-    query = request.query_params
-    try:
-        limit = int(query.get("limit", "500"))
-    except ValueError:
-        return ApiError(400, "bad_query", "limit must be an integer").response()
-    if not 1 <= limit <= MAX_LIST:
-        return ApiError(400, "bad_query", f"limit must be 1 to {MAX_LIST}").response()
-    deleted = query.get("include_deleted", "false").lower() in ("1", "true", "yes")
-    params = {"claimed_by": query.get("claimed_by"), "deleted": deleted, "limit": limit}
+    query = Query(request.query_params)
+    params = {
+        "claimed_by": query.text("claimed_by", max_length=MAX_ACTOR_LENGTH),
+        "deleted": query.boolean("include_deleted"),
+        "limit": query.integer("limit", default=DEFAULT_LIST, minimum=1, maximum=MAX_LIST),
+    }
     async with transaction(request.app.state.engine) as conn:
         rows = list(await conn.execute(_LIST, params))
         leads = await _leads_with_sync(conn, rows)

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the App API, served at `GET /api/openapi.json`.
 
-Request bodies come from the pydantic models the API validates with, so the document cannot
-drift from them; a test checks that every route of the app is documented here.
+Request bodies come from the pydantic models the API validates with, and the bounds of query
+parameters from the constants the endpoints read them with, so the document cannot drift from
+either; a test checks that every route of the app is documented here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas.app_api import BulkStatus, Claim, JobPatch, LeadPatch, Unclaim
+from api import jobs, leads
+from api.idempotency import MAX_KEY_LENGTH
+from schemas.app_api import MAX_ACTOR_LENGTH, BulkStatus, Claim, JobPatch, LeadPatch, Unclaim
+from sluice.jsontext import MAX_DEPTH, MAX_NUMBER_LENGTH
+from sluice.query import BIGINT_MAX, MAX_INSTANT_LENGTH
 
 _REF = "#/components/schemas/{model}"
 _BODIES = (JobPatch, BulkStatus, LeadPatch, Claim, Unclaim)
@@ -29,13 +34,17 @@ _PROBLEMS = {
     "401": _json("missing or wrong bearer token"),
     "503": _json("SLUICE_API_TOKEN is not set, or the database is unavailable"),
 }
+_BAD_QUERY = _json(
+    "a query parameter (bad_query) or header (bad_header) is not valid: given twice, holding "
+    "a NUL, too long, or out of range; `parameter` names it"
+)
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _KEY = {
     "name": "X-Idempotency-Key",
     "in": "header",
     "required": True,
     "description": "a repeat with the same key and body returns the first response",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
 }
 _IF_NONE_MATCH = {
     "name": "If-None-Match",
@@ -43,20 +52,69 @@ _IF_NONE_MATCH = {
     "required": False,
     "schema": {"type": "string"},
 }
-_LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 500},
-}
 _OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"{description}; at most once",
+        "schema": schema,
+    }
+
+
+def _limit(module_max: int, default: int) -> dict[str, Any]:
+    return _query(
+        "limit",
+        "most rows answered",
+        {"type": "integer", "minimum": 1, "maximum": module_max, "default": default},
+    )
+
+
+_WINDOW = [
+    _query(
+        name,
+        f"{what}: an ISO 8601 date (midnight UTC) or date-time with a zone; empty means none",
+        {
+            "type": "string",
+            "maxLength": MAX_INSTANT_LENGTH,
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        },
+    )
+    for name, what in (("from", "jobs starting at or after"), ("to", "jobs starting before"))
+]
+_LEAD_FILTERS = [
+    _query(
+        "claimed_by",
+        "only leads claimed by this actor",
+        {"type": "string", "minLength": 1, "maxLength": MAX_ACTOR_LENGTH},
+    ),
+    _query(
+        "include_deleted",
+        "also leads deleted in Airtable (true/false, 1/0 or yes/no)",
+        {"type": "boolean", "default": False},
+    ),
+]
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
+_RESUME = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "resume after this event (sent by EventSource on reconnect); empty: none",
+        "schema": _EVENT_ID,
+    },
+    _query("last_event_id", "as Last-Event-ID, for clients that cannot set it", _EVENT_ID),
+]
 
 
 def _read(summary: str, params: list[dict[str, Any]], *, not_found: bool) -> dict[str, Any]:
     responses = {
         "200": {**_json("the current state; ETag header set", _OBJECT)},
         "304": {"description": "unchanged since the ETag sent in If-None-Match"},
-        "400": _json("a query parameter is not valid"),
+        "400": _BAD_QUERY,
         **_PROBLEMS,
     }
     if not_found:
@@ -76,12 +134,19 @@ def _write(summary: str, body: str, params: list[dict[str, Any]]) -> dict[str, A
             "200": _json(
                 "the record(s) after the change (or the first response, replayed)", _OBJECT
             ),
-            "400": _json("no X-Idempotency-Key, or the body is not JSON"),
+            "400": _json(
+                f"no X-Idempotency-Key (idempotency_key_required), one over {MAX_KEY_LENGTH} "
+                "characters (idempotency_key_too_long) or given twice (bad_header), or the body "
+                "is not JSON (invalid_json)"
+            ),
             "404": _json("no such record"),
             "409": _json("refused by the record's state (transition, claim, deletion)"),
-            "413": _json("body too large"),
+            "413": _json("body larger than SLUICE_MAX_BODY_BYTES (too_large)"),
             "422": _json(
-                "invalid body, a source-owned column, or the key reused with another body"
+                "a field not valid, named in `errors` (invalid_body; also a NUL in any string), "
+                f"nesting deeper than {MAX_DEPTH} levels (too_deep), a number over "
+                f"{MAX_NUMBER_LENGTH} characters (number_too_long), a source-owned column "
+                "(source_owned), or the key reused with another body (idempotency_key_reused)"
             ),
             **_PROBLEMS,
         },
@@ -94,22 +159,20 @@ def openapi_document() -> dict[str, Any]:
     schemas["Problem"] = {
         "type": "object",
         "required": ["error", "detail"],
-        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        "properties": {
+            "error": {"type": "string", "description": "a stable reason code"},
+            "detail": {"type": "string"},
+            "parameter": {"type": "string", "description": "the query parameter or header"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
         "additionalProperties": True,
     }
-    window = [
-        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-        for n in ("from", "to")
-    ]
-    lead_filters = [
-        {"name": "claimed_by", "in": "query", "required": False, "schema": {"type": "string"}},
-        {
-            "name": "include_deleted",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "boolean"},
-        },
-    ]
     return {
         "openapi": "3.1.0",
         "info": {"title": "sluice App API", "version": "1"},
@@ -120,7 +183,11 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/api/jobs": {
-                "get": _read("Jobs starting in [from, to)", [*window, _LIMIT], not_found=False)
+                "get": _read(
+                    "Jobs starting in [from, to)",
+                    [*_WINDOW, _limit(jobs.MAX_LIST, jobs.DEFAULT_LIST)],
+                    not_found=False,
+                )
             },
             "/api/jobs/status": {
                 "post": _write("One work status for many jobs, all or nothing", "BulkStatus", [])
@@ -129,7 +196,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read("One job", [_ID], not_found=True),
                 "patch": _write("Staff work on a job", "JobPatch", [_ID]),
             },
-            "/api/leads": {"get": _read("Leads", [*lead_filters, _LIMIT], not_found=False)},
+            "/api/leads": {
+                "get": _read(
+                    "Leads",
+                    [*_LEAD_FILTERS, _limit(leads.MAX_LIST, leads.DEFAULT_LIST)],
+                    not_found=False,
+                )
+            },
             "/api/leads/{id}": {
                 "get": _read(
                     "One lead, its write-back status and conflicts", [_ID], not_found=True
@@ -141,19 +214,13 @@ def openapi_document() -> dict[str, Any]:
             "/api/changes": {
                 "get": {
                     "summary": "Committed projection changes as Server-Sent Events",
-                    "parameters": [
-                        {
-                            "name": "Last-Event-ID",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": _RESUME,
                     "responses": {
                         "200": {
                             "description": "an endless event stream",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
+                        "400": _BAD_QUERY,
                         **_PROBLEMS,
                     },
                 }

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import to_jsonable_python
 from starlette.responses import Response
 
+from sluice.query import ParameterError, header
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -72,6 +74,18 @@ async def api_error_response(_: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):
         raise exc
     return exc.response()
+
+
+async def parameter_error_response(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler: a query parameter or header the reader refused is a 400."""
+    if not isinstance(exc, ParameterError):
+        raise exc
+    error = "bad_header" if exc.place == "header" else "bad_query"
+    return problem(400, error, str(exc), parameter=exc.name)
+
+
+def single_header(request: Request, name: str) -> str | None:
+    return header(request.headers, name)
 
 
 def path_id(request: Request, what: str) -> str:

@@ -5,13 +5,13 @@ for webhooks, admin stays on the cluster network; and a reconcile's Square calls
 with the webhooks' 10-second answer deadline.
 
 `Authorization: Bearer <SLUICE_ADMIN_TOKEN>`, compared in constant time; without a configured
-token every request gets 503 (closed, like the webhook endpoint without its keys).
+token every request gets 503 (closed, like the webhook endpoint without its keys). Query
+parameters go through the platform's reader (sluice/query.py): a bad one is a 400 naming it.
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -20,14 +20,22 @@ from starlette.routing import Route
 
 from recovery.lock import RunLockedError
 from recovery.run_metrics import RunMetrics
-from recovery.runs import SOURCES, AirtableOptions, default_square_window, reconcile
+from recovery.runs import (
+    MAX_LOOKBACK_MINUTES,
+    SOURCES,
+    AirtableOptions,
+    default_square_window,
+    reconcile,
+)
 from sluice.auth import BearerAuth
 from sluice.db import create_engine
 from sluice.health import healthz
 from sluice.metrics import exposition
+from sluice.query import ParameterError, Query
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from datetime import datetime
 
     from starlette.requests import Request
 
@@ -36,6 +44,12 @@ if TYPE_CHECKING:
 
 def _problem(status: int, detail: str, code: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+async def _bad_parameter(_: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ParameterError):
+        raise exc
+    return _problem(400, str(exc), "bad_request")
 
 
 def create_admin_app(settings: Settings) -> BearerAuth:
@@ -55,20 +69,20 @@ def create_admin_app(settings: Settings) -> BearerAuth:
         source = request.path_params["source"]
         if source not in SOURCES:
             return _problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
-        query = request.query_params
-        full = query.get("full", "false").lower() in ("1", "true", "yes")
-        if full and "lookback_minutes" in query:
+        query = Query(request.query_params)
+        full = query.boolean("full")
+        lookback_minutes = query.integer(
+            "lookback_minutes",
+            default=AirtableOptions().lookback_minutes,
+            minimum=1,
+            maximum=MAX_LOOKBACK_MINUTES,
+        )
+        if full and query.given("lookback_minutes"):
             return _problem(400, "give lookback_minutes or full, not both", "bad_request")
-        try:
-            window = _window(query.get("from"), query.get("to"))
-            options = AirtableOptions(
-                lookback_minutes=int(query.get("lookback_minutes", "60")),
-                full=full,
-            )
-        except ValueError as exc:
-            return _problem(400, str(exc), "bad_request")
-        if not 1 <= options.lookback_minutes <= 1440:
-            return _problem(400, "lookback_minutes must be 1 to 1440", "bad_request")
+        window = _window(query.instant("from", dates=False), query.instant("to", dates=False))
+        if window is not None and window[0] >= window[1]:
+            return _problem(400, "from must be before to", "bad_request")
+        options = AirtableOptions(lookback_minutes=lookback_minutes, full=full)
         try:
             summary = await reconcile(
                 settings,
@@ -89,6 +103,7 @@ def create_admin_app(settings: Settings) -> BearerAuth:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={ParameterError: _bad_parameter},
     )
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     return BearerAuth(app, token, "SLUICE_ADMIN_TOKEN", public=("/metrics", "/healthz"))
@@ -102,12 +117,9 @@ def _metrics_endpoint(metrics: RunMetrics) -> Callable[[Request], Awaitable[Resp
     return endpoint
 
 
-def _window(start: str | None, end: str | None) -> tuple[datetime, datetime] | None:
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime] | None:
+    """The Square window asked for, the default filling a bound not given."""
     if start is None and end is None:
         return None
     default_start, default_end = default_square_window()
-    low = datetime.fromisoformat(start) if start else default_start
-    high = datetime.fromisoformat(end) if end else default_end
-    if low.tzinfo is None or high.tzinfo is None or low >= high:
-        raise ValueError("from and to must be ISO 8601 with a time zone, from before to")
-    return low, high
+    return start or default_start, end or default_end

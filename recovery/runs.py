@@ -35,6 +35,9 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
 __all__ = ["EXIT_ERRORS", "EXIT_LOCKED", "EXIT_OK", "RunLockedError", "reconcile"]
 
 
+MAX_LOOKBACK_MINUTES = 1440  # a day; beyond that, sweep everything (--full)
+
+
 @dataclass(frozen=True, slots=True)
 class AirtableOptions:
     lookback_minutes: int = 60

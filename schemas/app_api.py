@@ -7,7 +7,7 @@ source-owned column is answered with that column's name.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -15,7 +15,13 @@ WorkStatus = Literal[
     "scheduled", "en_route", "in_progress", "on_hold", "completed", "cancelled", "no_show"
 ]
 
-Actor = Field(min_length=1, max_length=200, description="who makes the change (a staff id)")
+MAX_ACTOR_LENGTH = 200
+MAX_ID_LENGTH = 255  # Square and Airtable ids are a few dozen characters
+
+Actor = Field(
+    min_length=1, max_length=MAX_ACTOR_LENGTH, description="who makes the change (a staff id)"
+)
+RowId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class _Body(BaseModel):
@@ -78,7 +84,7 @@ class BulkStatus(_Body):
     """One work status for many jobs: all change, or none does."""
 
     actor: str = Actor
-    ids: list[str] = Field(min_length=1, max_length=500)
+    ids: list[RowId] = Field(min_length=1, max_length=500)
     work_status: WorkStatus
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from schemas.airtable import AirtablePing
 from schemas.export import PAYLOAD_MODELS, topic_schema
 from schemas.square import SquareEvent
 from schemas.topics import dlq_topic
+from sluice.query import MAX_INSTANT_LENGTH
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -142,6 +143,7 @@ def asyncapi_document() -> dict[str, Any]:
 
 
 _REF = "#/components/schemas/{model}"
+MAX_LOOKBACK_MINUTES = 1440  # recovery.runs.MAX_LOOKBACK_MINUTES (a test keeps them equal)
 
 
 def _json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -266,11 +268,22 @@ def openapi_document() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "enum": ["square", "airtable"]},
     }
+    # Bounds as sluice/query.py and recovery/admin.py read them. No `format: date-time` on the
+    # window: a generated window thousands of years long would run for hours.
+    instant = {"type": "string", "maxLength": MAX_INSTANT_LENGTH}
     query = [
-        ("from", "Square: window start (ISO 8601 with zone)", {"type": "string"}),
-        ("to", "Square: window end (ISO 8601 with zone)", {"type": "string"}),
-        ("lookback_minutes", "Airtable: 1 to 1440", {"type": "integer"}),
-        ("full", "Airtable: sweep every record", {"type": "boolean"}),
+        ("from", "Square: window start, an ISO 8601 date-time with a zone", instant),
+        ("to", "Square: window end, an ISO 8601 date-time with a zone, after from", instant),
+        (
+            "lookback_minutes",
+            "Airtable: sweep records changed this many minutes back; not with full",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LOOKBACK_MINUTES, "default": 60},
+        ),
+        (
+            "full",
+            "Airtable: sweep every record (true/false, 1/0 or yes/no)",
+            {"type": "boolean", "default": False},
+        ),
     ]
     reconcile = {
         "post": {
@@ -280,13 +293,22 @@ def openapi_document() -> dict[str, Any]:
             "parameters": [
                 source,
                 *(
-                    {"name": n, "in": "query", "required": False, "description": d, "schema": s}
+                    {
+                        "name": n,
+                        "in": "query",
+                        "required": False,
+                        "description": f"{d}; at most once",
+                        "schema": s,
+                    }
                     for n, d, s in query
                 ),
             ],
             "responses": {
                 "200": _json_body("done", {"$ref": _REF.format(model="ReconcileSummary")}),
-                "400": _problem("bad query"),
+                "400": _problem(
+                    "a query parameter is not valid (bad_request): given twice, holding a NUL, "
+                    "too long, out of range, or lookback_minutes with full"
+                ),
                 "401": _problem("missing or wrong bearer token"),
                 "404": _problem("unknown source"),
                 "409": _problem("another run holds the lock"),

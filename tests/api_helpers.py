@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import psycopg
+
+from api.app import create_api_app
+from sluice.settings import Settings
+from tests.services import running_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 API_TOKEN = "test-api-token-0123456789"  # noqa: S105 - a test value
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def api_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The App API on a real server, and a client that sends the bearer token."""
+    settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=API_TOKEN)
+    async with (
+        running_server(create_api_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=20) as client,
+    ):
+        yield client
 
 
 def key() -> str:
@@ -46,3 +66,18 @@ def scalar(db: Conn, sql: str, *params: Any) -> Any:
     row = db.execute(sql, params).fetchone()  # type: ignore[arg-type]
     assert row is not None
     return row[0]
+
+
+# What a refused request must leave as it was: the rows it could have written or changed.
+_WRITTEN = {
+    "jobs": "SELECT * FROM jobs ORDER BY booking_id",
+    "leads": "SELECT * FROM leads ORDER BY record_id",
+    "outbox": "SELECT id FROM outbox ORDER BY id",
+    "idempotency_keys": "SELECT key FROM idempotency_keys ORDER BY key",
+    "projection_changes": "SELECT id FROM projection_changes ORDER BY id",
+    "lead_sync": "SELECT * FROM lead_sync ORDER BY record_id",
+}
+
+
+def written(db: Conn) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: db.execute(sql).fetchall() for table, sql in _WRITTEN.items()}  # type: ignore[arg-type]

@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from api.app import create_api_app, routes
+from api.app import routes
 from api.openapi import openapi_document
-from sluice.settings import Settings
-from tests.api_helpers import API_TOKEN, AUTH, insert_job, insert_lead, key, scalar
-from tests.services import running_server
+from tests.api_helpers import api_client, insert_job, insert_lead, key, scalar
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -25,11 +23,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=API_TOKEN)
-    async with (
-        running_server(create_api_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=20) as client,
-    ):
+    async with api_client(database_url) as client:
         yield client
 
 
