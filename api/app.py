@@ -21,8 +21,8 @@ from api.changes import ChangeFeed, changes
 from api.openapi import openapi_document
 from api.responses import ApiError, api_error_response, parameter_error_response
 from sluice.auth import BearerAuth
-from sluice.db import create_engine
-from sluice.health import healthz
+from sluice.db import DatabaseUnavailableError, create_engine
+from sluice.health import database_unavailable, healthz
 from sluice.query import ParameterError
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def create_api_app(settings: Settings) -> BearerAuth:
         exception_handlers={
             ApiError: api_error_response,
             ParameterError: parameter_error_response,
+            DatabaseUnavailableError: database_unavailable,
         },
     )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None

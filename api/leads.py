@@ -45,6 +45,13 @@ _CONFLICTS = text(
     FROM sync_conflicts WHERE record_id = :id ORDER BY id DESC LIMIT 20
     """
 )
+# Airtable cells the lead's columns could not hold (consumers/skipped_cells.py).
+_SKIPPED = text(
+    """
+    SELECT field_id, column_name, value_json, reason, skipped_at
+    FROM skipped_cells WHERE projection = 'leads' AND row_key = :id ORDER BY id DESC LIMIT 20
+    """
+)
 
 
 def _lead(row: Any, sync: dict[str, Any] | None) -> dict[str, Any]:  # noqa: ANN401 - a row
@@ -79,10 +86,11 @@ async def get_lead(request: Request) -> Response:
         if row is None:
             return ApiError(404, "not_found", "no such lead").response()
         (lead,) = await _leads_with_sync(conn, [row])
-        lead["conflicts"] = [
-            dict(c._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
-            for c in await conn.execute(_CONFLICTS, {"id": record_id})
-        ]
+        for name, statement in (("conflicts", _CONFLICTS), ("skipped_cells", _SKIPPED)):
+            lead[name] = [
+                dict(c._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
+                for c in await conn.execute(statement, {"id": record_id})
+            ]
     return etag_response(request, lead)
 
 

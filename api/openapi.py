@@ -205,7 +205,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/leads/{id}": {
                 "get": _read(
-                    "One lead, its write-back status and conflicts", [_ID], not_found=True
+                    "One lead, its write-back status, conflicts and skipped cells",
+                    [_ID],
+                    not_found=True,
                 ),
                 "patch": _write("A lead's notes", "LeadPatch", [_ID]),
             },

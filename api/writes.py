@@ -16,7 +16,6 @@ from api.idempotency import MAX_KEY_LENGTH, request_hash, run_once
 from api.ownership_check import source_owned
 from api.responses import ApiError, json_response, single_header
 from ingest.body import BodyTooLargeError, read_limited
-from sluice.db import DatabaseUnavailableError
 from sluice.jsontext import (
     MAX_DEPTH,
     MAX_NUMBER_LENGTH,
@@ -135,11 +134,5 @@ async def state_change(
         )
     except ApiError as exc:
         return exc.response()
-    except DatabaseUnavailableError:
-        return json_response(
-            {"error": "unavailable", "detail": "the database is unavailable; retry"},
-            503,
-            {"Retry-After": "2"},
-        )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return json_response(outcome.body, outcome.status, headers)

@@ -28,8 +28,8 @@ from recovery.runs import (
     reconcile,
 )
 from sluice.auth import BearerAuth
-from sluice.db import create_engine
-from sluice.health import healthz
+from sluice.db import DatabaseUnavailableError, create_engine
+from sluice.health import database_unavailable, healthz
 from sluice.metrics import exposition
 from sluice.query import ParameterError, Query
 
@@ -103,7 +103,10 @@ def create_admin_app(settings: Settings) -> BearerAuth:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
-        exception_handlers={ParameterError: _bad_parameter},
+        exception_handlers={
+            ParameterError: _bad_parameter,
+            DatabaseUnavailableError: database_unavailable,
+        },
     )
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     return BearerAuth(app, token, "SLUICE_ADMIN_TOKEN", public=("/metrics", "/healthz"))

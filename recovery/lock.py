@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from sluice.db import autocommit
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -30,9 +32,8 @@ class RunLockedError(Exception):
 @asynccontextmanager
 async def run_lock(engine: AsyncEngine, name: str) -> AsyncIterator[None]:
     params = {"namespace": RUN_LOCK_NAMESPACE, "name": name}
-    async with engine.connect() as raw:
-        # Autocommit, so the lock's connection does not sit idle in a transaction all run long.
-        conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+    # Autocommit, so the lock's connection does not sit idle in a transaction all run long.
+    async with autocommit(engine) as conn:
         if not (await conn.execute(_TRY_LOCK, params)).scalar_one():
             raise RunLockedError(f"another {name} run is in progress; not starting a second one")
         try:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from sluice.embedded import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 class CuttableProxy:
@@ -48,3 +53,17 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def database_behind_proxy(database_url: str) -> AsyncIterator[tuple[str, CuttableProxy]]:
+    """`database_url` reached through a proxy the test can cut: a real outage of a real server."""
+    parts = urlsplit(database_url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"{database_url} names no host and port")
+    proxy = CuttableProxy(parts.hostname, parts.port)
+    await proxy.start()
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")), proxy
+    finally:
+        await proxy.cut()

@@ -16,6 +16,7 @@ from sluice.db import create_engine
 from sluice.fakes.square import FakeSquare
 from sluice.query import MAX_INSTANT_LENGTH
 from sluice.settings import Settings
+from tests.proxy import database_behind_proxy
 from tests.services import running_server
 
 if TYPE_CHECKING:
@@ -184,3 +185,20 @@ def test_the_document_gives_the_bounds_the_service_reads() -> None:
     assert schemas["lookback_minutes"]["default"] == AirtableOptions().lookback_minutes
     assert schemas["from"]["maxLength"] == schemas["to"]["maxLength"] == MAX_INSTANT_LENGTH
     assert schemas["full"]["type"] == "boolean"
+
+
+async def test_a_database_outage_is_503(database_url: str) -> None:
+    fake = FakeSquare()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        database_behind_proxy(database_url) as (via_proxy, proxy),
+        running_server(fake.app) as square_url,
+        serve(_admin(via_proxy, square_url, fake, TOKEN)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        await proxy.cut()
+        answer = await client.post("/admin/reconcile/square", headers=auth)
+        assert (answer.status_code, answer.json()["error"]) == (503, "unavailable")
+        assert answer.headers["retry-after"] == "2"
+        await proxy.restore()
+        assert (await client.post("/admin/reconcile/square", headers=auth)).status_code == 200

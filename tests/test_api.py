@@ -14,6 +14,7 @@ import pytest
 from api.app import routes
 from api.openapi import openapi_document
 from tests.api_helpers import api_client, insert_job, insert_lead, key, scalar
+from tests.proxy import database_behind_proxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -335,3 +336,27 @@ async def test_changes_stream_within_a_second_and_resumes(api: httpx.AsyncClient
     assert int(second["id"]) > int(first["id"])
     assert json.loads(second["data"])["row"]["notes"] == "two"
     assert json.loads(third["data"])["row"]["status"] == "CANCELLED"
+
+
+async def test_a_database_outage_is_503_for_reads_and_changes(database_url: str, db: Conn) -> None:
+    job = insert_job(db)
+    lead = insert_lead(db)
+    async with (
+        database_behind_proxy(database_url) as (via_proxy, proxy),
+        api_client(via_proxy) as api,
+    ):
+        assert (await api.get(f"/api/jobs/{job}")).status_code == 200
+        await proxy.cut()
+        answers = [
+            await api.get("/api/jobs"),
+            await api.get(f"/api/jobs/{job}"),
+            await api.get(f"/api/leads/{lead}"),
+            await patch(api, f"/api/jobs/{job}", {"notes": "during", "actor": "amy"}),
+        ]
+        assert [(r.status_code, r.json()["error"]) for r in answers] == [(503, "unavailable")] * 4
+        assert all(r.headers["retry-after"] == "2" for r in answers)
+
+        await proxy.restore()
+        after = await patch(api, f"/api/jobs/{job}", {"notes": "after", "actor": "amy"})
+        assert after.status_code == 200, after.text
+    assert scalar(db, "SELECT notes FROM jobs WHERE booking_id = %s", job) == "after"

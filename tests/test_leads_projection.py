@@ -28,6 +28,7 @@ from tests.airtable_helpers import (
     lead,
     register,
 )
+from tests.api_helpers import api_client
 from tests.recovery_helpers import apply_as, outbox_rows
 from tests.services import libpq_url, running_server
 
@@ -140,6 +141,11 @@ async def test_a_cell_its_column_cannot_hold_is_skipped_alone(
         ("leads", rec, "sms_sequence_position", '"three"'),
     ]
     assert "out of range" in skipped[2][4]
+    async with api_client(database_url) as api:
+        shown = (await api.get(f"/api/leads/{rec}")).json()
+    assert sorted((c["column_name"], c["reason"]) for c in shown["skipped_cells"]) == sorted(
+        (r[2], r[4]) for r in skipped
+    )
     assert outcome.tally == Counter(
         {
             ("sluice_consumer_cells_skipped", ("nul",)): 1,

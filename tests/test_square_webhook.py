@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -13,7 +13,7 @@ from ingest.app import create_app
 from sluice.settings import Settings
 from sluice.simulate import signed_square_delivery, square_event
 from tests.conftest import ROTATED_KEY, SIGNATURE_KEY, WEBHOOK_URL
-from tests.proxy import CuttableProxy
+from tests.proxy import database_behind_proxy
 from tests.services import running_server
 
 if TYPE_CHECKING:
@@ -330,23 +330,21 @@ async def test_event_and_outbox_row_are_written_together(
 
 
 async def test_database_outage_is_503_and_nothing_half_written(database_url: str, db: Conn) -> None:
-    parts = urlsplit(database_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    proxy = CuttableProxy(parts.hostname, parts.port)
-    await proxy.start()
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-    settings = Settings(
-        DATABASE_URL=via_proxy,
-        SQUARE_WEBHOOK_SIGNATURE_KEYS=SIGNATURE_KEY,
-        SQUARE_WEBHOOK_URL=WEBHOOK_URL,
-    )
     deliveries = [
         signed_square_delivery(square_event("booking.created"), key=SIGNATURE_KEY, url=WEBHOOK_URL)
         for _ in range(3)
     ]
     async with (
-        running_server(create_app(settings)) as url,
+        database_behind_proxy(database_url) as (via_proxy, proxy),
+        running_server(
+            create_app(
+                Settings(
+                    DATABASE_URL=via_proxy,
+                    SQUARE_WEBHOOK_SIGNATURE_KEYS=SIGNATURE_KEY,
+                    SQUARE_WEBHOOK_URL=WEBHOOK_URL,
+                )
+            )
+        ) as url,
         httpx.AsyncClient(base_url=url, timeout=20) as http,
     ):
         assert (await post(http, *deliveries[0])).status_code == 200
@@ -363,7 +361,6 @@ async def test_database_outage_is_503_and_nothing_half_written(database_url: str
         assert [r.json()["duplicate"] for r in after] == [False, False]
         assert (await http.get("/readyz")).status_code == 200
     assert counts(db) == (3, 3)
-    await proxy.cut()
 
 
 async def test_health_endpoints(client: httpx.AsyncClient) -> None:
