@@ -196,7 +196,9 @@ class HttpLimitsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()  # as uvicorn does: served as a plain request
+            # Served as a plain request, as uvicorn does, but without its two warnings per such
+            # request: nothing here speaks WebSocket, and anyone can send `Upgrade`.
+            pass
         except httptools.HttpParserError as exc:
             refused = exc.__context__  # what a parser callback of ours raised, if it was that
             self._refuse(refused.reason if isinstance(refused, _RefusedError) else "malformed")

@@ -201,6 +201,12 @@ async def test_pipelined_requests_are_all_answered(url: str) -> None:
         assert [(await read_answer(reader)).status for _ in range(3)] == [200, 200, 200]
 
 
+async def test_an_upgrade_request_is_served_as_a_plain_request(url: str) -> None:
+    async with connection(url) as (reader, writer):
+        writer.write(request(headers={"connection": "Upgrade", "upgrade": "websocket"}))
+        assert (await read_answer(reader)).status == 200
+
+
 async def test_connections_past_the_cap_get_503_and_are_closed(
     serve: Callable[..., AbstractAsyncContextManager[str]],
 ) -> None:
