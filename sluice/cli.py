@@ -45,9 +45,8 @@ def serve(
     workers: Annotated[int, typer.Option(envvar="SLUICE_WORKERS", min=1)] = 1,
 ) -> None:
     """Run the webhook ingest service."""
-    import uvicorn  # noqa: PLC0415
-
     from ingest.app import create_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
 
     settings = _settings()
     if not settings.square_verification_configured:
@@ -59,20 +58,13 @@ def serve(
     if workers > 1:
         _share_metrics_between_workers()
     # With several workers each process builds its own app (and settings) from the environment.
-    uvicorn.run(
+    run_http_server(
         create_app(settings) if workers == 1 else "ingest.app:create_app",
-        factory=workers > 1,
-        workers=workers,
+        settings,
         host=host,
         port=port,
-        access_log=False,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        # Nothing reads the client address, and a header per answer is work per delivery.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
+        workers=workers,
+        graceful_shutdown_seconds=10,
     )
 
 
@@ -171,22 +163,14 @@ def api_command(
     port: Annotated[int, typer.Option(envvar="SLUICE_API_PORT")] = 8002,
 ) -> None:
     """Run the App API (jobs, leads, the change stream) for the staff app and the portal."""
-    import uvicorn  # noqa: PLC0415
-
     from api.app import create_api_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
 
     settings = _settings()
     if settings.api_token is None:
         typer.echo("sluice: SLUICE_API_TOKEN is not set; every API request gets 503.", err=True)
-    uvicorn.run(
-        create_api_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
+    run_http_server(
+        create_api_app(settings), settings, host=host, port=port, graceful_shutdown_seconds=5
     )
 
 

@@ -277,11 +277,13 @@ def admin(
     port: Annotated[int, typer.Option(envvar="SLUICE_ADMIN_PORT")] = 8001,
 ) -> None:
     """Run the admin service (`POST /admin/reconcile/{square|airtable}`)."""
-    import uvicorn  # noqa: PLC0415
-
     from recovery.admin import create_admin_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
 
     settings = _settings()
     if settings.admin_token is None:
         typer.echo("sluice: SLUICE_ADMIN_TOKEN is not set; every admin request gets 503", err=True)
-    uvicorn.run(create_admin_app(settings), host=host, port=port, access_log=False, log_config=None)
+    # No drain limit: a reconcile run answers at its end, and a stop should not cut it off.
+    run_http_server(
+        create_admin_app(settings), settings, host=host, port=port, graceful_shutdown_seconds=None
+    )

@@ -88,6 +88,56 @@ class Settings(BaseSettings):
         le=200,
         validation_alias=AliasChoices("SLUICE_DB_POOL_SIZE", "db_pool_size"),
     )
+    # What an unauthenticated client can make an HTTP server (serve, api, admin) hold; see
+    # sluice/http_server.py. Sizes as Node's 16 KiB head and Apache's 8 KiB field and 100 fields.
+    http_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        validation_alias=AliasChoices("SLUICE_HTTP_MAX_HEADER_BYTES", "http_max_header_bytes"),
+    )
+    http_max_header_field_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        validation_alias=AliasChoices(
+            "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES", "http_max_header_field_bytes"
+        ),
+    )
+    http_max_headers: int = Field(
+        default=100,
+        ge=10,
+        le=10_000,
+        validation_alias=AliasChoices("SLUICE_HTTP_MAX_HEADERS", "http_max_headers"),
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        validation_alias=AliasChoices(
+            "SLUICE_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"
+        ),
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices(
+            "SLUICE_HTTP_BODY_TIMEOUT_SECONDS", "http_body_timeout_seconds"
+        ),
+    )
+    http_keepalive_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("SLUICE_HTTP_KEEPALIVE_SECONDS", "http_keepalive_seconds"),
+    )
+    http_max_connections: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("SLUICE_HTTP_MAX_CONNECTIONS", "http_max_connections"),
+    )
     log_format: str = Field(
         default="auto",
         pattern="^(auto|json|console)$",
@@ -352,6 +402,14 @@ class Settings(BaseSettings):
         if self.relay_lease_seconds * 1000 < 4 * self.kafka_request_timeout_ms:
             raise ValueError(
                 "SLUICE_RELAY_LEASE_SECONDS must be at least 4 x SLUICE_KAFKA_REQUEST_TIMEOUT_MS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _field_fits_in_head(self) -> Settings:
+        if self.http_max_header_field_bytes > self.http_max_header_bytes:
+            raise ValueError(
+                "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES must not exceed SLUICE_HTTP_MAX_HEADER_BYTES"
             )
         return self
 

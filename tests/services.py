@@ -17,8 +17,9 @@ import uvicorn
 
 from sluice.db import libpq_url
 from sluice.embedded import free_port
+from sluice.http_server import HttpLimits, uvicorn_options
 from sluice.migrate import upgrade
-from sluice.settings import normalise_database_url
+from sluice.settings import Settings, normalise_database_url
 
 __all__ = ["PostgresCluster", "cluster_from_env", "libpq_url", "running_server"]
 
@@ -62,12 +63,13 @@ def cluster_from_env(url: str) -> PostgresCluster:
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free loopback port, in this event loop."""
+async def running_server(app: ASGIApp, limits: HttpLimits | None = None) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port, in this event loop, as sluice's servers run (with
+    `limits`, or the default ones).
+    """
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
+    options = uvicorn_options(limits or HttpLimits.from_settings(Settings()))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -58,3 +58,46 @@ def test_body_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICE_MAX_BODY_BYTES", "0")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_http_limits_default_to_sizes_that_let_webhooks_through() -> None:
+    settings = Settings()
+    assert (
+        settings.http_max_header_bytes,
+        settings.http_max_header_field_bytes,
+        settings.http_max_headers,
+    ) == (16384, 8192, 100)
+    assert (
+        settings.http_header_timeout_seconds,
+        settings.http_body_timeout_seconds,
+        settings.http_keepalive_seconds,
+    ) == (10, 30, 5)
+    assert settings.http_max_connections == 2048
+
+
+def test_http_limits_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_HTTP_MAX_HEADER_BYTES", "4096")
+    monkeypatch.setenv("SLUICE_HTTP_MAX_HEADER_FIELD_BYTES", "4096")
+    monkeypatch.setenv("SLUICE_HTTP_BODY_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("SLUICE_HTTP_MAX_CONNECTIONS", "3")
+    settings = Settings()
+    assert settings.http_max_header_bytes == settings.http_max_header_field_bytes == 4096
+    assert settings.http_body_timeout_seconds == 0.5
+    assert settings.http_max_connections == 3
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"SLUICE_HTTP_MAX_HEADER_BYTES": "100"},
+        {"SLUICE_HTTP_MAX_HEADERS": "0"},
+        {"SLUICE_HTTP_HEADER_TIMEOUT_SECONDS": "0"},
+        {"SLUICE_HTTP_KEEPALIVE_SECONDS": "-1"},
+        {"SLUICE_HTTP_MAX_CONNECTIONS": "0"},
+        # A field can never be larger than the head it is in.
+        {"SLUICE_HTTP_MAX_HEADER_BYTES": "4096", "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES": "8192"},
+    ],
+)
+def test_http_limits_out_of_bounds_are_refused(setting: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**setting)  # type: ignore[arg-type]
