@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from consumers.airtable_fetcher import AirtableFetcher, Ping
@@ -370,26 +369,30 @@ async def test_a_late_older_change_never_wins(
 
 
 async def test_an_error_payload_is_recorded_counted_and_listed(
-    airtable: Airtable, engine: AsyncEngine, db: Conn, database_url: str
+    airtable: Airtable,
+    engine: AsyncEngine,
+    db: Conn,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     await register(engine, airtable)
     [rec] = add_leads(airtable, 1)
     airtable.fake.break_webhook(airtable.base.id, airtable.webhook.id, "INVALID_HOOK")
     add_leads(airtable, 1)  # after the error: Airtable no longer reports changes
 
-    with capture_logs() as logs:
-        async with transaction(engine) as conn:
-            tally = await AirtableFetcher(airtable.client()).apply(
-                conn, [Ping(airtable.webhook.id, airtable.base.id)]
-            )
+    async with transaction(engine) as conn:
+        tally = await AirtableFetcher(airtable.client()).apply(
+            conn, [Ping(airtable.webhook.id, airtable.base.id)]
+        )
+    logs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
     # The cursor moved past the error payload; only the change before it became an event.
     assert cursor(db, airtable.webhook.id) == 3
     assert [e[2] for e in events(db)] == [f"{airtable.base.id}/{airtable.table.id}/{rec}"]
     assert tally[("sluice_airtable_payload_errors", ("INVALID_HOOK",))] == 1
-    assert [(e["event"], e["code"]) for e in logs if e["event"] == "airtable.payload_error"] == [
-        ("airtable.payload_error", "INVALID_HOOK")
-    ]
+    assert [
+        (e["webhook_id"], e["code"]) for e in logs if e["event"] == "airtable.payload_error"
+    ] == [(airtable.webhook.id, "INVALID_HOOK")]
     row = db.execute(
         "SELECT last_error_code, last_error_at IS NOT NULL FROM airtable_webhooks"
     ).fetchone()
@@ -399,7 +402,9 @@ async def test_an_error_payload_is_recorded_counted_and_listed(
         "DATABASE_URL": database_url,
         "AIRTABLE_API_URL": airtable.url,
         "AIRTABLE_API_KEY": airtable.fake.token,
-        "SLUICE_LOG_LEVEL": "error",
+        # The command configures logging for this whole process: as the test session has it.
+        "SLUICE_LOG_FORMAT": "json",
+        "SLUICE_LOG_LEVEL": "warning",
     }
     # In a thread: the fake Airtable is served by this test's event loop.
     listed = await asyncio.to_thread(

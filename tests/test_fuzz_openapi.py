@@ -299,10 +299,11 @@ def test_admin_query_parameters_refuse_hostile_values(
     assert 400 in seen
 
 
-# Header values a client can send: Latin-1 without control characters.
+# Header values a client can send: Latin-1 without control characters, and no whitespace around
+# the value (the HTTP client refuses that; a server would drop it).
 header_text = st.text(
     st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
-)
+).map(lambda value: value.strip(" \t"))
 
 
 @pytest.mark.slow
@@ -314,9 +315,8 @@ def test_the_last_event_id_header_is_resumed_from_or_refused(api_url: str) -> No
     def run(value: str) -> None:
         headers = {"Authorization": f"Bearer {API_TOKEN}", "Last-Event-ID": value.encode("latin-1")}
         status, problem = send_query("GET", f"{api_url}/api/changes", [], headers)
-        sent = value.strip(" \t")  # HTTP drops the whitespace around a header value
-        whole = re.fullmatch(r"-?[0-9]{1,19}", sent) is not None
-        resumable = sent == "" or (whole and 0 <= int(sent) < 2**63)
+        whole = re.fullmatch(r"-?[0-9]{1,19}", value) is not None
+        resumable = value == "" or (whole and 0 <= int(value) < 2**63)
         assert status == (200 if resumable else 400), (value, problem)
         if status == 400:
             assert problem["error"] == "bad_header"
