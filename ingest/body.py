@@ -23,7 +23,14 @@ class ClientDisconnectedError(Exception):
 
 
 async def read_limited(receive: Receive, content_length: str | None, limit: int) -> bytes:
-    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+    # ASCII digits only: str.isdigit() also admits digits int() refuses ("²"). The HTTP parser
+    # has refused a Content-Length that is no number, or past 2^64, before this runs.
+    if (
+        content_length is not None
+        and content_length.isascii()
+        and content_length.isdigit()
+        and int(content_length) > limit
+    ):
         raise BodyTooLargeError(limit)
     chunks: list[bytes] = []
     size = 0

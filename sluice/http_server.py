@@ -12,7 +12,11 @@ faces the internet, so `HttpLimitsProtocol` adds those, keeping httptools as the
 - deadlines per phase of a request, each measured from the start of that phase so that a trickle
   cannot extend it: idle (a fresh connection, or between requests), head (from its first byte),
   body (from the end of the head); 408 while no response has started, then close;
-- a connection cap per process: past it, 503 with `Retry-After`, then close.
+- a connection cap per process: past it, 503 with `Retry-After`, then close;
+- a budget per process for the bodies of unfinished requests, all connections together: a body
+  still unfinished after a read while they hold more than the budget gets 503 with
+  `Retry-After`, then close. Without it, slow bodies a byte short of the body limit could hold
+  the cap times that limit; a body that arrives whole in one read is never refused for it.
 
 One timer per connection carries all the deadlines. A phase change only moves the deadline (a
 float); the timer is re-armed only when the new deadline is earlier than the one it was armed for,
@@ -56,6 +60,7 @@ Refusal = Literal[
     "header_timeout",  # 408
     "body_timeout",  # 408
     "connections",  # 503
+    "pending_bodies",  # 503
     "malformed",  # 400: httptools could not parse the request
 ]
 
@@ -66,6 +71,7 @@ _STATUS: dict[Refusal, int] = {
     "header_timeout": 408,
     "body_timeout": 408,
     "connections": 503,
+    "pending_bodies": 503,
     "malformed": 400,
 }
 
@@ -89,6 +95,7 @@ class HttpLimits:
     body_timeout_seconds: float
     keepalive_seconds: float
     max_connections: int
+    max_pending_body_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -100,6 +107,7 @@ class HttpLimits:
             body_timeout_seconds=settings.http_body_timeout_seconds,
             keepalive_seconds=settings.http_keepalive_seconds,
             max_connections=settings.http_max_connections,
+            max_pending_body_bytes=settings.http_max_pending_body_bytes,
         )
 
 
@@ -125,6 +133,15 @@ class RefusalLog:
         log.warning("http.refused", window_seconds=self._every, **self._counts)
         self._counts.clear()
         self._flush = loop.call_later(self._every, self._emit, loop)
+
+
+class Shared:
+    """What the connections of one server process share: the refusal log, and the bytes of
+    bodies received for requests not yet complete."""
+
+    def __init__(self) -> None:
+        self.refusals = RefusalLog()
+        self.pending_body_bytes = 0
 
 
 class _Phase(Enum):
@@ -154,11 +171,12 @@ class HttpLimitsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         limits: HttpLimits,
-        refusals: RefusalLog,
+        shared: Shared,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = limits
-        self._refusals = refusals
+        self._shared = shared
+        self._body_held = 0  # of the current request's body, counted in shared.pending_body_bytes
         self._phase = _IDLE
         self._deadline = 0.0  # loop time by which the current phase must end
         self._timer: asyncio.TimerHandle | None = None
@@ -177,6 +195,7 @@ class HttpLimitsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._release_body()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -207,6 +226,14 @@ class HttpLimitsProtocol(HttpToolsProtocol):
         # that completed the head may also hold the body; on_headers_complete counted it then.)
         if self._phase is _HEAD and self._head_received > self._limits.max_header_bytes:
             self._refuse("header_bytes")
+        # A body still unfinished after this read, while the unfinished bodies of the process
+        # hold more than the budget. Checked only here: a request whose body ended within the
+        # read (the usual delivery) holds nothing past it and is never refused for the budget.
+        elif (
+            self._phase is _BODY
+            and self._shared.pending_body_bytes > self._limits.max_pending_body_bytes
+        ):
+            self._refuse("pending_bodies")
 
     def on_headers_complete(self) -> None:
         headers = self.headers
@@ -236,7 +263,20 @@ class HttpLimitsProtocol(HttpToolsProtocol):
         if size > field_limit and any(len(n) + len(v) > field_limit for n, v in headers):
             raise _RefusedError("header_field_bytes")
 
+    def on_body(self, body: bytes) -> None:
+        # Counted while its request is unfinished, in uvicorn's buffer or the app's. What
+        # follows an answer given already (a 413) is dropped by uvicorn: nothing is held.
+        if not self.cycle.response_complete:
+            self._body_held += len(body)
+            self._shared.pending_body_bytes += len(body)
+        super().on_body(body)
+
+    def _release_body(self) -> None:
+        self._shared.pending_body_bytes -= self._body_held
+        self._body_held = 0
+
     def on_message_complete(self) -> None:
+        self._release_body()
         super().on_message_complete()
         if self.cycle.response_complete:  # answered before the body ended (413, say)
             self._expect(_IDLE, self._limits.keepalive_seconds)
@@ -281,7 +321,7 @@ class HttpLimitsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, reason: Refusal) -> None:
-        self._refusals.count(reason, self.loop)
+        self._shared.refusals.count(reason, self.loop)
         cycle = self.cycle
         if self._phase is _BODY:
             answerable = not cycle.response_started
@@ -290,6 +330,7 @@ class HttpLimitsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         else:  # nothing of this request was handed to the app; an earlier answer may be pending
             answerable = cycle is None or cycle.response_complete
+        self._release_body()
         # Drop what the parser holds of the refused head (httptools keeps unfinished fields);
         # from here on input is only counted and dropped.
         self.parser = None  # type: ignore[assignment]  # uvicorn does the same on connection_lost
@@ -300,17 +341,23 @@ class HttpLimitsProtocol(HttpToolsProtocol):
             self._phase = _LINGER
             self.transport.close()  # an answer now would be read as the answer to another request
             return
-        self.transport.write(self._answer(_STATUS[reason]))
+        self.transport.write(self._answer(reason))
         self.transport.write_eof()
         self.flow.resume_reading()
         self._expect(_LINGER, _LINGER_SECONDS)
 
-    def _answer(self, status: int) -> bytes:
+    def _answer(self, reason: Refusal) -> bytes:
+        status = _STATUS[reason]
         body = http.HTTPStatus(status).phrase.encode("ascii")
         lines = [STATUS_LINE[status]]
         lines.extend(b"%s: %s\r\n" % header for header in self.server_state.default_headers)
-        if status == 503:  # idle connections are closed within the keep-alive time
-            lines.append(b"retry-after: %d\r\n" % math.ceil(self._limits.keepalive_seconds))
+        if status == 503:
+            # Idle connections are closed within the keep-alive time, and slow bodies give back
+            # what they hold by the body deadline.
+            wait = self._limits.keepalive_seconds
+            if reason == "pending_bodies":
+                wait = self._limits.body_timeout_seconds
+            lines.append(b"retry-after: %d\r\n" % math.ceil(wait))
         lines.append(
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (len(body), body)
@@ -330,9 +377,9 @@ class UvicornOptions(TypedDict):
 
 def uvicorn_options(limits: HttpLimits) -> UvicornOptions:
     """What every sluice server passes to uvicorn, besides where to listen and the app."""
-    # A partial of a class and two plain values pickles, so it reaches the worker processes of
-    # `--workers N`, and each worker gets a RefusalLog of its own.
-    protocol = functools.partial(HttpLimitsProtocol, limits=limits, refusals=RefusalLog())
+    # A partial of a class and plain values pickles, so it reaches the worker processes of
+    # `--workers N`, and each worker gets a Shared of its own.
+    protocol = functools.partial(HttpLimitsProtocol, limits=limits, shared=Shared())
     return UvicornOptions(
         http=cast("type[asyncio.Protocol]", protocol),  # uvicorn calls it as it would a class
         loop="uvloop",

@@ -138,6 +138,16 @@ class Settings(BaseSettings):
         le=1_000_000,
         validation_alias=AliasChoices("SLUICE_HTTP_MAX_CONNECTIONS", "http_max_connections"),
     )
+    # Bodies of unfinished requests, all connections of one process together: without it,
+    # connections stuck a byte short of the body limit hold the cap x the body limit.
+    http_max_pending_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=1 << 40,
+        validation_alias=AliasChoices(
+            "SLUICE_HTTP_MAX_PENDING_BODY_BYTES", "http_max_pending_body_bytes"
+        ),
+    )
     log_format: str = Field(
         default="auto",
         pattern="^(auto|json|console)$",
@@ -410,6 +420,10 @@ class Settings(BaseSettings):
         if self.http_max_header_field_bytes > self.http_max_header_bytes:
             raise ValueError(
                 "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES must not exceed SLUICE_HTTP_MAX_HEADER_BYTES"
+            )
+        if self.http_max_pending_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                "SLUICE_HTTP_MAX_PENDING_BODY_BYTES must be at least SLUICE_MAX_BODY_BYTES"
             )
         return self
 

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 CLIENTS_PER_KIND = 250  # idle, trickling a head, stuck mid-body, a 16 MB unfinished head
+BIG_BODIES = 100  # and stuck 900 KB into a 1 MB body: 90 MB if each were held
 DEADLINE = 6.0  # every SLUICE_HTTP_*_SECONDS here: long enough to hold them all at once
 MIB = 1024 * 1024
+PENDING_BODY_BUDGET = 16 * MIB  # SLUICE_HTTP_MAX_PENDING_BODY_BYTES for this run
 # Ingest settles around 90 MiB here; the pod's memory limit is 512 MiB.
 RSS_GROWTH_BOUND = 64 * MIB
 RSS_KILL = 400 * MIB  # without the limits the 16 MB heads would take gigabytes: stop early
@@ -73,6 +75,11 @@ async def slow_client(url: str, kind: str, tally: Tally) -> None:
         elif kind == "mid_body":
             head = request("/webhooks/square", method="POST", headers={"content-length": "100000"})
             writer.write(head + b"{" * 4000)
+        elif kind == "big_body":
+            head = request("/webhooks/square", method="POST", headers={"content-length": "1000000"})
+            with contextlib.suppress(ConnectionError):  # refused while still sending
+                writer.write(head + b"{" * 900_000)
+                await writer.drain()
         try:
             received, _ = await until_closed(reader, within=DEADLINE * 3)
         finally:
@@ -145,6 +152,7 @@ async def test_a_thousand_slow_clients_leave_memory_bounded_and_deliveries_answe
         "SLUICE_HTTP_HEADER_TIMEOUT_SECONDS": str(DEADLINE),
         "SLUICE_HTTP_BODY_TIMEOUT_SECONDS": str(DEADLINE),
         "SLUICE_HTTP_KEEPALIVE_SECONDS": str(DEADLINE),
+        "SLUICE_HTTP_MAX_PENDING_BODY_BYTES": str(PENDING_BODY_BUDGET),
     }
     with sluice_server(["serve"], database_url, tmp_path / "serve.log", **deadlines) as (
         url,
@@ -154,7 +162,7 @@ async def test_a_thousand_slow_clients_leave_memory_bounded_and_deliveries_answe
         assert {code for code, _ in warm_up} == {200}
         baseline = rss_bytes(process.pid)
 
-        tally = Tally(expected=4 * CLIENTS_PER_KIND)
+        tally = Tally(expected=4 * CLIENTS_PER_KIND + BIG_BODIES)
         peak = [baseline]
         stop = asyncio.Event()
         sampler = asyncio.ensure_future(sample_rss(process, peak, stop))
@@ -166,6 +174,7 @@ async def test_a_thousand_slow_clients_leave_memory_bounded_and_deliveries_answe
                 for _ in range(CLIENTS_PER_KIND)
             ),
             *(big_head_client(url, tally) for _ in range(CLIENTS_PER_KIND)),
+            *(slow_client(url, "big_body", tally) for _ in range(BIG_BODIES)),
         ]
         crowd = asyncio.ensure_future(asyncio.gather(*clients))
         with contextlib.suppress(TimeoutError):
@@ -182,14 +191,14 @@ async def test_a_thousand_slow_clients_leave_memory_bounded_and_deliveries_answe
     latencies = [seconds for _, seconds in meanwhile]
     print(  # noqa: T201 - the figures the README quotes
         f"\nsluice serve RSS: {baseline / MIB:.0f} MiB before, peak {peak[0] / MIB:.0f} MiB "
-        f"(+{growth / MIB:.0f} MiB) with {4 * CLIENTS_PER_KIND} slow clients "
+        f"(+{growth / MIB:.0f} MiB) with {tally.expected} slow clients "
         f"({held_at_once} held at once), {after / MIB:.0f} MiB after; "
         f"{len(meanwhile)} deliveries meanwhile, p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"max {max(latencies) * 1000:.0f} ms; all connected in {all_connected_after:.1f} s"
     )
     assert peak[0] < RSS_KILL, f"RSS reached {peak[0] / MIB:.0f} MiB"
     assert growth < RSS_GROWTH_BOUND, f"RSS grew {growth / MIB:.0f} MiB"
-    assert tally.connected == 4 * CLIENTS_PER_KIND
+    assert tally.connected == tally.expected
     assert held_at_once >= 3 * CLIENTS_PER_KIND * 0.9  # the slow ones were all there together
     assert meanwhile
     assert {code for code, _ in meanwhile} == {200}
@@ -205,6 +214,12 @@ async def test_a_thousand_slow_clients_leave_memory_bounded_and_deliveries_answe
     # itself is tested in test_http_server.py).
     assert set(tally.answers["big_head"]) <= {431, None}
     assert max(tally.sent_big) < 8 * MIB
+    # The big bodies held at most the budget between them: those past it were refused (503, or
+    # reset while still sending), the rest held to their deadline (408).
+    big = tally.answers["big_body"]
+    assert set(big) <= {408, 503, None}
+    assert 0 < big.count(408) <= PENDING_BODY_BUDGET // 900_000 + 1
+    assert max(tally.held_for["big_body"]) < DEADLINE + 2
 
 
 @pytest.mark.slow

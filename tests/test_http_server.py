@@ -18,6 +18,7 @@ import pytest
 from ingest.app import create_app
 from sluice.http_server import HttpLimits, RefusalLog, raise_open_files_limit
 from sluice.settings import Settings
+from sluice.simulate import signed_square_delivery, square_event
 from tests.conftest import SIGNATURE_KEY, WEBHOOK_URL
 from tests.raw_http import connection, parse_answer, read_answer, request, until_closed
 from tests.services import running_server
@@ -261,3 +262,44 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
         assert raised == (1500 if hard == resource.RLIM_INFINITY else hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_bodies_of_unfinished_requests_share_one_budget(
+    serve: Callable[..., AbstractAsyncContextManager[str]], db: Conn
+) -> None:
+    """Each stalled body holds what it sent; past the process's budget the next one is 503,
+    and a delivery that fits still goes through. A stalled body that ends gives its share back."""
+    stalled = request("/webhooks/square", method="POST", headers={"content-length": "30000"}) + (
+        b" " * 25_000
+    )
+    async with (
+        serve(
+            SLUICE_MAX_BODY_BYTES=32_768,
+            SLUICE_HTTP_MAX_PENDING_BODY_BYTES=65_536,
+            SLUICE_HTTP_BODY_TIMEOUT_SECONDS=10,
+        ) as url,
+        connection(url) as (_, first),
+        connection(url) as (_, second),
+    ):
+        for writer in (first, second):  # 50,000 bytes held
+            writer.write(stalled)
+            await writer.drain()
+        await asyncio.sleep(0.2)
+        status, headers, _ = await refused(url, stalled)  # 75,000: past the budget
+        assert (status, headers["retry-after"], headers["connection"]) == (503, "10", "close")
+
+        body, signed = signed_square_delivery(
+            square_event("booking.created"), key=SIGNATURE_KEY, url=WEBHOOK_URL
+        )
+        async with connection(url) as (reader, writer):
+            writer.write(request("/webhooks/square", method="POST", headers=signed, body=body))
+            assert (await read_answer(reader)).status == 200
+
+        first.close()  # its 25,000 bytes are given back
+        await asyncio.sleep(0.2)
+        async with connection(url) as (reader, writer):
+            writer.write(stalled)
+            await writer.drain()
+            with pytest.raises(TimeoutError):  # held, not refused: within the budget again
+                await read_answer(reader, within=0.5)
+    assert db.execute("SELECT count(*) FROM inbound_events").fetchone() == (1,)

@@ -73,6 +73,7 @@ def test_http_limits_default_to_sizes_that_let_webhooks_through() -> None:
         settings.http_keepalive_seconds,
     ) == (10, 30, 5)
     assert settings.http_max_connections == 2048
+    assert settings.http_max_pending_body_bytes == 64 * 1024 * 1024
 
 
 def test_http_limits_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,6 +97,8 @@ def test_http_limits_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         {"SLUICE_HTTP_MAX_CONNECTIONS": "0"},
         # A field can never be larger than the head it is in.
         {"SLUICE_HTTP_MAX_HEADER_BYTES": "4096", "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES": "8192"},
+        # Nor can one body be larger than every body together may be.
+        {"SLUICE_MAX_BODY_BYTES": "2000000", "SLUICE_HTTP_MAX_PENDING_BODY_BYTES": "1000000"},
     ],
 )
 def test_http_limits_out_of_bounds_are_refused(setting: dict[str, str]) -> None:
