@@ -508,7 +508,9 @@ class FakeAirtable:
             if injected.remaining > 0 and (wanted is None or wanted in request.url.path):
                 injected.remaining -= 1
                 return injected.status
-        if self.rate_limit_per_base is not None and base_id is not None:
+        # A change "in the UI" (/_fake/...) is a person's, not an API client's: not rate limited.
+        api_call = not request.url.path.startswith("/_fake/")
+        if self.rate_limit_per_base is not None and base_id is not None and api_call:
             recent = self._recent.setdefault(base_id, deque())
             now = time.monotonic()
             while recent and now - recent[0] >= 1.0:
