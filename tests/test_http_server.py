@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import resource
 import time
@@ -24,7 +25,7 @@ from tests.raw_http import connection, parse_answer, read_answer, request, until
 from tests.services import running_server
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
     from contextlib import AbstractAsyncContextManager
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -130,39 +131,37 @@ async def test_an_unfinished_head_is_refused_once_past_the_limit(url: str) -> No
     assert sent < 8 * 1024 * 1024, sent
 
 
-async def test_a_head_trickling_in_is_408_at_the_header_deadline(url: str) -> None:
+async def trickled(url: str, first: bytes, drip: Iterable[bytes]) -> tuple[int, float]:
+    """Send `first`, then `drip` a piece every 50 ms until the server closes: the status it
+    answered, and how long after `first` it closed."""
     async with connection(url) as (reader, writer):
+        writer.write(first)
         started = time.monotonic()
 
         async def trickle() -> None:
-            for byte in request(headers=fields(50, 100)):
-                writer.write(bytes([byte]))
+            for piece in drip:
+                writer.write(piece)
                 await asyncio.sleep(0.05)
 
         sender = asyncio.ensure_future(trickle())
         received, _ = await until_closed(reader, within=5)
         elapsed = time.monotonic() - started
         sender.cancel()
-    assert parse_answer(received).status == 408
+    return parse_answer(received).status, elapsed
+
+
+async def test_a_head_trickling_in_is_408_at_the_header_deadline(url: str) -> None:
+    status, elapsed = await trickled(
+        url, b"", (bytes([b]) for b in request(headers=fields(50, 100)))
+    )
+    assert status == 408
     assert DEADLINE - 0.1 < elapsed < DEADLINE + 1.0, elapsed
 
 
 async def test_a_body_at_one_byte_at_a_time_is_408_at_the_body_deadline(url: str, db: Conn) -> None:
     head = request("/webhooks/square", method="POST", headers={"content-length": "1000"})
-    async with connection(url) as (reader, writer):
-        writer.write(head)
-        started = time.monotonic()
-
-        async def trickle() -> None:
-            while True:
-                writer.write(b"{")
-                await asyncio.sleep(0.05)
-
-        sender = asyncio.ensure_future(trickle())
-        received, _ = await until_closed(reader, within=5)
-        elapsed = time.monotonic() - started
-        sender.cancel()
-    assert parse_answer(received).status == 408
+    status, elapsed = await trickled(url, head, itertools.repeat(b"{"))
+    assert status == 408
     assert DEADLINE - 0.1 < elapsed < DEADLINE + 1.0, elapsed
     assert db.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)
 
