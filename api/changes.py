@@ -30,8 +30,8 @@ from starlette.responses import StreamingResponse
 
 from api.idempotency import prune_expired
 from api.responses import jsonable, single_header
-from outbox.wakeup import CommitListener
 from sluice.db import DatabaseUnavailableError, transaction
+from sluice.listen import CommitListener
 from sluice.query import BIGINT_MAX, Query, whole_number
 
 if TYPE_CHECKING:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from api.responses import ApiError, jsonable
+from api.responses import ApiError
 from sluice.db import transaction
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -88,7 +89,7 @@ async def run_once(
             status, body = exc.status, exc.body
         # The first answer is sent as stored, so that every replay is byte for byte the same.
         saved = await conn.execute(
-            _SAVE, {"key": key, "status": status, "response": json.dumps(jsonable(body))}
+            _SAVE, {"key": key, "status": status, "response": json_text(body)}
         )
         stored_body = saved.scalar_one()
     return Outcome(status, stored_body)

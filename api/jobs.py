@@ -7,7 +7,6 @@ transition is checked, so two staff members cannot both move a job from the same
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -19,6 +18,7 @@ from api.writes import state_change
 from schemas.app_api import AppChange, BulkStatus, JobPatch
 from schemas.projections import JOBS
 from sluice.db import transaction
+from sluice.jsontext import json_text
 from sluice.query import Query
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ async def _patch(
         value = body.model_dump(mode="json", include={name})[name]
         if name in _JSON_COLUMNS:
             sets.append(f"{name} = CAST(:{name} AS jsonb)")
-            params[name] = None if value is None else json.dumps(value)
+            params[name] = None if value is None else json_text(value)
         else:
             sets.append(f"{name} = :{name}")
             params[name] = value

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from api.idempotency import MAX_KEY_LENGTH, request_hash, run_once
 from api.ownership_check import source_owned
 from api.responses import ApiError, json_response, single_header
-from ingest.body import BodyTooLargeError, read_limited
+from sluice.body import BodyTooLargeError, read_limited
 from sluice.jsontext import (
     MAX_DEPTH,
     MAX_NUMBER_LENGTH,

@@ -44,15 +44,15 @@ import httpx
 import psycopg
 
 from api.transitions import is_allowed
+from devkit.dev import dev_components
+from devkit.dev_airtable import start_dev_airtable
+from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port
+from devkit.simulate import signed_square_delivery, square_event
+from devkit.simulate_airtable import airtable_ping, signed_airtable_ping
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.db import libpq_url
-from sluice.dev import dev_components
-from sluice.dev_airtable import start_dev_airtable
-from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port
 from sluice.migrate import upgrade
 from sluice.settings import Settings
-from sluice.simulate import signed_square_delivery, square_event
-from sluice.simulate_airtable import airtable_ping, signed_airtable_ping
 
 SIGNATURE_KEY = "chaos-signature-key"
 API_TOKEN = "chaos-api-token-0123456789"  # noqa: S105 - a value for this run only
@@ -657,7 +657,9 @@ def check(cluster: Cluster, ledger: Ledger) -> Findings:
                 " jsonb_array_length(status_history) FROM jobs"
             )
         }
-        customers = dict(conn.execute("SELECT customer_id, version FROM square_customers"))
+        customers: dict[str, int] = dict(
+            conn.execute("SELECT customer_id, version FROM square_customers")
+        )
         leads = {
             row[0]: row[1:]
             for row in conn.execute(
@@ -726,7 +728,7 @@ def overwritten(ledger: Ledger, jobs: Rows, leads: Rows) -> list[str]:
 
 
 def _scalar(conn: psycopg.Connection[tuple[Any, ...]], sql: str) -> int:
-    row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -36,12 +36,12 @@ from paced_client import (  # bench/ is on sys.path
 
 from consumers.jobs import JobsProjection
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
+from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from devkit.simulate import square_event, square_kafka_message, square_signature
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.db import create_engine, libpq_url
-from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.logging import configure_logging
 from sluice.migrate import upgrade
-from sluice.simulate import square_event, square_kafka_message, square_signature
 
 KEY = "bench-signature-key"
 
@@ -49,7 +49,7 @@ KEY = "bench-signature-key"
 def fresh_database(admin_url: str) -> str:
     name = f"sluice_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     upgrade(url)
     return url
@@ -58,7 +58,7 @@ def fresh_database(admin_url: str) -> str:
 def drop_database(admin_url: str, url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         conn.execute("CHECKPOINT")
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from devkit.embedded import EmbeddedPostgres, free_port
+from devkit.simulate import square_event, square_signature
 from sluice.db import libpq_url
-from sluice.embedded import EmbeddedPostgres, free_port
 from sluice.migrate import upgrade
-from sluice.simulate import square_event, square_signature
 
 KEY = "bench-signature-key"
 WRK_SCRIPT = r"""
@@ -200,7 +200,7 @@ def main() -> int:
     libpq = libpq_url(admin_url)
     name = f"sluice_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     db_url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     upgrade(db_url)
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import psycopg
 import uvicorn
 
+from devkit.embedded import EmbeddedPostgres, free_port
+from devkit.fakes.square import FakeSquare
 from recovery.runs import reconcile
 from sluice.db import libpq_url
-from sluice.embedded import EmbeddedPostgres, free_port
-from sluice.fakes.square import FakeSquare
 from sluice.logging import configure_logging
 from sluice.migrate import upgrade
 from sluice.settings import Settings
@@ -90,7 +90,7 @@ def main() -> None:
             base_url = pg.url
         name = f"bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'CREATE DATABASE "{name}"')
         url = base_url.rpartition("/")[0] + "/" + name
         upgrade(url)
         settings = Settings(

@@ -38,11 +38,11 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from outbox.enqueue import OutboxMessage, enqueue
 from outbox.relay import Relay, RelayConfig, quiet_kafka_client_logs
 from outbox.topics import ensure_topics
 from sluice.db import create_engine, libpq_url, transaction
-from sluice.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sluice.migrate import upgrade
 
 KEYS = 5000
@@ -52,7 +52,7 @@ PARTITIONS = 12
 def envelope(seq: int, key: str) -> tuple[dict[str, object], dict[str, str]]:
     event_id = str(uuid.uuid4())
     now = "2024-05-01T10:00:00Z"
-    payload = {
+    payload: dict[str, object] = {
         "specversion": "1.0",
         "id": event_id,
         "source": "https://connect.squareup.com/bench",
@@ -388,12 +388,12 @@ def main() -> None:
                 bootstrap = broker.start()
             name = f"relay_bench_{uuid.uuid4().hex[:8]}"
             with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+                conn.execute(f'CREATE DATABASE "{name}"')
             database_url = admin_url.rsplit("/", 1)[0] + f"/{name}"
             upgrade(database_url)
             uvloop.run(run(args, database_url, bootstrap))
             with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         finally:
             if broker is not None:
                 broker.stop()

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from consumers.errors import InvalidMessageError, TransientError
+from consumers.errors import InvalidMessageError
 from consumers.message import Decoded
-from ingest.airtable_api import AirtableUnavailableError
 from ingest.airtable_fetch import UnknownWebhookError, fetch_webhook, register_webhook
 from outbox.enqueue import OutboxMessage, enqueue
 from schemas.airtable import SOURCE, AirtablePing
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from consumers.message import ConsumedMessage, Tally
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
 
 MAX_PAGES_PER_PING = 100  # 20 s at 5 requests/s
 
@@ -82,12 +81,11 @@ class AirtableFetcher:
         for ping in {p.webhook_id: p for p in items}.values():
             async with transaction(engine) as own:
                 await register_webhook(own, ping.webhook_id, ping.base_id)
+            # Airtable unavailable is a TransientError: the batch is retried after a pause.
             try:
                 result = await fetch_webhook(
                     engine, self._client, ping.webhook_id, max_pages=self._max_pages
                 )
-            except AirtableUnavailableError as exc:
-                raise TransientError(str(exc)) from exc
             except UnknownWebhookError as exc:
                 raise InvalidMessageError(f"webhook {exc} is not registered") from exc
             tally.update(("sluice_airtable_payload_errors", (code,)) for code in result.error_codes)

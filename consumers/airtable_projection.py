@@ -13,7 +13,7 @@ edit of an app-owned field is stamped for the write-back's conflict check (consu
 
 A reconcile sweep's snapshot (`RecordChange.sweep`) carries every mapped source cell and the row
 version the sweep saw: it is written after the batch's webhook changes, as a snapshot upsert
-(schemas/ownership.py), so it applies only while the row is still at that version. A change
+(consumers/upsert.py), so it applies only while the row is still at that version. A change
 that landed meanwhile wins; the next sweep catches whatever is still left.
 
 A cell its column cannot hold is skipped alone and recorded (consumers/skipped_cells.py). A
@@ -34,10 +34,10 @@ from sqlalchemy import text
 
 from consumers.lead_sync import stamp_airtable_changes
 from consumers.skipped_cells import SkippedCell, record_skipped
+from consumers.upsert import upsert
 from schemas.airtable import TableDestroyed
 from schemas.airtable_mapping import ResolvedTable, resolve
 from schemas.leads import LEADS
-from schemas.ownership import upsert
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from consumers.message import Tally
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
     from schemas.airtable import RecordChange
     from schemas.airtable_mapping import Cells, TableMapping
     from schemas.ownership import Ownership

@@ -22,12 +22,11 @@ from pydantic import ValidationError
 from consumers.errors import InvalidMessageError
 from consumers.lead_sync import mark_pending
 from consumers.message import Decoded
-from consumers.writeback_pusher import PusherConfig, WritebackPusher, breaker_counts
-from outbox.wakeup import CommitListener
+from consumers.writeback_pusher import PusherConfig, WritebackPusher
 from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
 from schemas.topics import Topic
-from sluice.resilience import CircuitBreaker
+from sluice.listen import CommitListener
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,7 +34,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from consumers.message import ConsumedMessage
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
+    from sluice.resilience import CircuitBreaker, StateHook
     from sluice.settings import Settings
 
 WRITEBACK_CHANNEL = "sluice_writeback"
@@ -59,17 +59,18 @@ class AirtableWriteback:
         self.pusher: WritebackPusher | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, topics: Sequence[str] = ()) -> AirtableWriteback:
-        from ingest.airtable_api import AirtableClient  # noqa: PLC0415 - needs pyairtable
+    def from_settings(
+        cls,
+        settings: Settings,
+        topics: Sequence[str] = (),
+        *,
+        on_breaker_change: StateHook | None = None,
+    ) -> AirtableWriteback:
+        from providers.airtable import AirtableClient, breaker  # noqa: PLC0415 - needs pyairtable
 
-        breaker = CircuitBreaker(
-            threshold=settings.airtable_breaker_threshold,
-            reset_seconds=settings.airtable_breaker_reset_seconds,
-            counts=breaker_counts,
-        )
         return cls(
             AirtableClient.from_settings(settings),
-            breaker,
+            breaker(settings, on_change=on_breaker_change),
             database_url=settings.require_database_url(),
             topics=tuple(topics) or (Topic.APP_CHANGES.value,),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from sqlalchemy import text
 
 from consumers.errors import DeadLetterLimitError
 from schemas.topics import dlq_topic
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,10 +28,13 @@ class DeadLetter:
     message: ConsumedMessage
     error: BaseException
     event_id: str | None = None
+    bug: bool = False  # sluice's own code failed on the message, not the message itself
 
     @property
     def error_type(self) -> str:
-        return type(self.error).__name__
+        """The error's class; `bug:<class>` when the failure was a bug (consumers/runtime.py)."""
+        name = type(self.error).__name__
+        return f"bug:{name}" if self.bug else name
 
     @property
     def error_text(self) -> str:
@@ -87,7 +90,7 @@ async def record_dead_letters(
             "values": [d.message.value for d in letters],
             # jsonb refuses \u0000, and a header may hold anything
             "headers": [
-                json.dumps({k: v.replace("\x00", "") for k, v in d.message.text_headers().items()})
+                json_text({k: v.replace("\x00", "") for k, v in d.message.text_headers().items()})
                 for d in letters
             ],
             "event_ids": [d.event_id for d in letters],

@@ -1,20 +1,19 @@
-"""Errors say whether to retry.
+"""The consumer's own errors, on the platform's two kinds (sluice/errors.py).
 
-`InvalidMessageError`: this message can never be applied; dead-letter it and move on.
-`TransientError`: the database or the broker failed; retry the same batch after a pause.
+`InvalidMessageError` (an `InvalidInputError`): this message can never be applied; dead-letter
+it and move on. For "retry the batch after a pause", a projection raises (or lets through) any
+`TransientError`: the database's, the broker's and the providers' errors already are.
 `DeadLetterLimitError`: too many messages are being dead-lettered; stop rather than drain the
 topic into its dead-letter topic.
 """
 
 from __future__ import annotations
 
+from sluice.errors import InvalidInputError
 
-class InvalidMessageError(Exception):
+
+class InvalidMessageError(InvalidInputError):
     """The message cannot be applied, now or later: send it to the dead-letter topic."""
-
-
-class TransientError(Exception):
-    """A database or broker failure: the batch is retried with backoff."""
 
 
 class DeadLetterLimitError(Exception):

@@ -1,6 +1,6 @@
 """The jobs projection: Square bookings become jobs; Square customers feed the jobs' customer cache.
 
-Every write goes through schemas/ownership.py with the declarations in schemas/projections.py, so
+Every write goes through consumers/upsert.py with the declarations in schemas/projections.py, so
 only source-owned columns are ever written and a lower version never overwrites a higher one.
 
 - booking.created / booking.updated: upsert the job (a cancellation is just a status); the same
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from consumers.errors import InvalidMessageError
 from consumers.message import Decoded
-from schemas.ownership import newest_per_key, refresh_cached, repoint, upsert
+from consumers.upsert import newest_per_key, refresh_cached, repoint, upsert
 from schemas.projections import JOBS, SQUARE_CUSTOMERS
 from schemas.square_objects import CustomerMerge, SquareChange, SquareChangeEvent
 from schemas.topics import Topic

@@ -18,12 +18,13 @@ decide as for any staff change.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
+
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -86,7 +87,7 @@ async def stamp_airtable_changes(
         {"record_id": r, "column_name": c, "at": at.isoformat(), "value": value}
         for r, c, at, value in changes
     ]
-    await conn.execute(_STAMP_AIRTABLE, {"rows": json.dumps(rows, default=str)})
+    await conn.execute(_STAMP_AIRTABLE, {"rows": json_text(rows)})
 
 
 _FIELDS_OF = text(

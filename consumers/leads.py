@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from consumers.airtable_projection import MappingResolver, apply_record_changes
-from consumers.errors import InvalidMessageError, TransientError
+from consumers.errors import InvalidMessageError
 from consumers.message import Decoded
-from ingest.airtable_api import AirtableUnavailableError
 from schemas.airtable import RecordEvent
 from schemas.envelope import CloudEvent
 from schemas.leads import AIRTABLE_MAPPINGS
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from consumers.message import ConsumedMessage, Tally
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
     from schemas.airtable import RecordChange, TableDestroyed
     from schemas.airtable_mapping import TableMapping
 
@@ -63,7 +62,6 @@ class LeadsProjection:
     async def apply(
         self, conn: AsyncConnection, items: Sequence[RecordChange | TableDestroyed]
     ) -> Tally:
-        try:
-            return await apply_record_changes(conn, self._resolver, items, self._own_user_ids)
-        except AirtableUnavailableError as exc:  # the schema lookup, once per base
-            raise TransientError(str(exc)) from exc
+        # The schema lookup (once per base) may find Airtable unavailable: a TransientError, so
+        # the batch is retried.
+        return await apply_record_changes(conn, self._resolver, items, self._own_user_ids)

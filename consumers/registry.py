@@ -10,21 +10,27 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from consumers.message import Projection
+    from sluice.resilience import StateHook
     from sluice.settings import Settings
 
 CONSUMERS = ("jobs", "airtable-fetcher", "leads", "airtable-writeback")
 
 
 def build_projection(
-    name: str, topics: Sequence[str] = (), settings: Settings | None = None
+    name: str,
+    topics: Sequence[str] = (),
+    settings: Settings | None = None,
+    *,
+    breakers: StateHook | None = None,
 ) -> Projection[Any]:
-    """The projection called `name`, on its default topics unless `topics` are given."""
+    """The projection called `name`, on its default topics unless `topics` are given.
+    `breakers` hears the state changes of the circuit breaker a projection calls through."""
     if name == "jobs":
         return JobsProjection(topics) if topics else JobsProjection()
     if name in ("airtable-fetcher", "leads"):
         from consumers.airtable_fetcher import AirtableFetcher  # noqa: PLC0415 - needs pyairtable
         from consumers.leads import LeadsProjection  # noqa: PLC0415
-        from ingest.airtable_api import AirtableClient  # noqa: PLC0415
+        from providers.airtable import AirtableClient  # noqa: PLC0415
 
         if settings is None:
             raise ValueError(f"consumer {name!r} needs settings (AIRTABLE_API_KEY)")
@@ -40,5 +46,5 @@ def build_projection(
 
         if settings is None:
             raise ValueError(f"consumer {name!r} needs settings (AIRTABLE_API_KEY)")
-        return AirtableWriteback.from_settings(settings, topics)
+        return AirtableWriteback.from_settings(settings, topics, on_breaker_change=breakers)
     raise ValueError(f"unknown consumer {name!r}; choose one of {', '.join(CONSUMERS)}")

@@ -15,29 +15,39 @@ For each `getmany` batch:
 A crash anywhere before step 4 redelivers the batch; the dedupe records committed in step 2 make
 the redelivery a no-op, so every event has its effect once. Database and broker failures are
 retried with capped exponential backoff; the batch stays in memory meanwhile.
+
+What a failure calls for is read off its type (sluice/errors.py): a `TransientError` (the
+database, the broker or a provider down) retries the batch; an `InvalidInputError` (or a
+pydantic validation error) dead-letters the message. Anything else is a bug in sluice: the
+message is dead-lettered too, so one message cannot stop the consumer for good, and the
+dead-letter budget bounds how many go that way, but it is logged as `consumer.bug` with its
+traceback and its dead letter's error type reads `bug:<class>`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
 
 from consumers.dead_letters import DeadLetter, DeadLetterBudget, record_dead_letters
 from consumers.dedupe import claim_events
-from consumers.errors import InvalidMessageError, TransientError
 from consumers.message import ConsumedMessage, Decoded
-from sluice.db import DatabaseUnavailableError, is_transient, transaction
+from outbox.producer import KafkaUnavailableError
+from sluice.db import savepoint, transaction
+from sluice.errors import InvalidInputError, TransientError
 from sluice.gc_policy import freeze_startup_objects
+from sluice.resilience import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -153,13 +163,28 @@ class _StoppingError(Exception):
     """Stop was requested while a step was waiting to be retried; nothing was committed."""
 
 
-def _is_poison(exc: Exception) -> bool:
-    """Would applying this message again fail the same way? Outages say no; everything else yes."""
-    if isinstance(exc, InvalidMessageError):
-        return True
-    if isinstance(exc, DatabaseUnavailableError | TransientError):
-        return False
-    return not is_transient(exc)
+Verdict = Literal["retry", "invalid", "bug"]
+
+
+def verdict(exc: Exception) -> Verdict:
+    """What a failure to decode or apply a message calls for (see the module docstring)."""
+    if isinstance(exc, TransientError):
+        return "retry"
+    if isinstance(exc, InvalidInputError | ValidationError):
+        return "invalid"
+    return "bug"
+
+
+async def _kafka_start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    await _kafka("start", client.start())
+
+
+async def _kafka(step: str, call: Awaitable[R]) -> R:
+    """The broker's errors as ours: any failure of a start, a send or a commit is an outage."""
+    try:
+        return await call
+    except (KafkaError, OSError) as exc:
+        raise KafkaUnavailableError(f"{step} failed: {exc}") from exc
 
 
 class ConsumerRuntime(Generic[T]):
@@ -206,17 +231,19 @@ class ConsumerRuntime(Generic[T]):
         listener = _Rebalance(self._idle, self.assigned, c.drain_timeout_seconds)
         consumer.subscribe(list(self.projection.topics), listener=listener)
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, acks="all")
-        started: list[AIOKafkaConsumer | AIOKafkaProducer] = []
         try:
             for client in (producer, consumer):
-                await self._retrying("start", client.start)
-                started.append(client)
+                await self._retrying("start", functools.partial(_kafka_start, client))
             self._log.info("consumer.started", topics=list(self.projection.topics))
             freeze_startup_objects()
             await self._consume(consumer, producer)
+        except _StoppingError:
+            pass  # stopped while the broker was still out of reach: nothing was consumed
         finally:
-            for client in reversed(started):
-                await client.stop()
+            # Both, started or not: a client whose start failed still holds its connections.
+            for client in (consumer, producer):
+                with contextlib.suppress(KafkaError, OSError):
+                    await client.stop()
             self._log.info("consumer.stopped", **_as_dict(self.stats))
 
     async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
@@ -299,8 +326,12 @@ class ConsumerRuntime(Generic[T]):
         for message in batch:
             try:
                 item = self.projection.decode(message)
-            except InvalidMessageError as exc:
-                prepared.undecodable.append(DeadLetter(message, exc, message.header("ce_id")))
+            except Exception as exc:  # noqa: BLE001 - decoding does no I/O: not invalid is a bug
+                bug = verdict(exc) != "invalid"
+                if bug:
+                    self._log_bug(message, exc)
+                letter = DeadLetter(message, exc, message.header("ce_id"), bug=bug)
+                prepared.undecodable.append(letter)
                 continue
             if item is not None:
                 prepared.decoded.append((message, item))
@@ -318,7 +349,7 @@ class ConsumerRuntime(Generic[T]):
                 await record_dead_letters(conn, self.name, undecodable)
             letters = list(undecodable)
         except Exception as exc:
-            if not _is_poison(exc):
+            if verdict(exc) == "retry":
                 raise
             self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
             async with transaction(self._engine) as conn:
@@ -348,12 +379,15 @@ class ConsumerRuntime(Generic[T]):
         dead: list[DeadLetter] = []
         for message, item in decoded:
             try:
-                async with conn.begin_nested():
+                async with savepoint(conn):
                     a, d, t = await self._claim_and_apply(conn, [(message, item)])
             except Exception as exc:
-                if not _is_poison(exc):
+                found = verdict(exc)
+                if found == "retry":
                     raise
-                dead.append(DeadLetter(message, exc, item.event_id))
+                if found == "bug":
+                    self._log_bug(message, exc)
+                dead.append(DeadLetter(message, exc, item.event_id, bug=found == "bug"))
             else:
                 applied += a
                 duplicates += d
@@ -371,8 +405,21 @@ class ConsumerRuntime(Generic[T]):
         tally = (await self.projection.apply(conn, new) if new else None) or Counter()
         return len(new), len(items) - len(new), tally
 
+    def _log_bug(self, message: ConsumedMessage, exc: Exception) -> None:
+        # Not the message's fault: sluice's own code failed on it. Dead-lettered all the same
+        # (redrive it once the code is fixed), but said loudly, with the traceback.
+        self._log.error(
+            "consumer.bug",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            event_id=message.header("ce_id"),
+            error_type=type(exc).__name__,
+            exc_info=exc,
+        )
+
     async def _send_dead(self, producer: AIOKafkaProducer, letters: list[DeadLetter]) -> None:
-        try:
+        async def send() -> None:
             pending = [
                 await producer.send(
                     letter.dlq_topic,
@@ -383,8 +430,8 @@ class ConsumerRuntime(Generic[T]):
                 for letter in letters
             ]
             await asyncio.gather(*pending)
-        except KafkaError as exc:
-            raise TransientError(f"dead-letter send failed: {exc}") from exc
+
+        await _kafka("dead-letter send", send())
 
     async def _commit_offsets(
         self, consumer: AIOKafkaConsumer, batch: list[ConsumedMessage]
@@ -398,23 +445,22 @@ class ConsumerRuntime(Generic[T]):
             # The partitions went to another member during a rebalance. It will redeliver from
             # the last committed offsets; the dedupe records make that harmless.
             self._log.warning("consumer.commit_lost_to_rebalance", error=str(exc))
-        except KafkaError as exc:
-            raise TransientError(f"offset commit failed: {exc}") from exc
+        except (KafkaError, OSError) as exc:
+            raise KafkaUnavailableError(f"offset commit failed: {exc}") from exc
 
     async def _retrying(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
-        delay = _RETRY_FIRST_SECONDS
+        backoff = Backoff(_RETRY_FIRST_SECONDS, self.config.retry_max_seconds)
         while True:
             try:
                 return await attempt()
-            except (TransientError, DatabaseUnavailableError, KafkaError, OSError) as exc:
+            except TransientError as exc:
                 self.stats.failures += 1
                 if self._stopping.is_set():
                     raise _StoppingError from exc
-                pause = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
+                pause = backoff.next_delay()
                 self._log.warning("consumer.retrying", step=step, error=str(exc), pause=pause)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
-                delay = min(delay * 2, self.config.retry_max_seconds)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

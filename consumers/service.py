@@ -8,6 +8,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from consumers.dedupe import keep_pruned
 from consumers.errors import DeadLetterLimitError
@@ -17,6 +18,7 @@ from consumers.registry import build_projection
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
 from sluice.db import create_engine
 from sluice.metrics import serve_metrics
+from sluice.resilience import BreakerReport
 from sluice.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -35,7 +37,10 @@ async def serve_consumer(
     settings: Settings, name: str, *, topics: Sequence[str] = (), group_id: str | None = None
 ) -> int:
     """Run one consumer until a signal; the exit code says how it ended."""
-    projection = build_projection(name, topics, settings)
+    # The metrics registry comes first: a projection that calls a provider through a circuit
+    # breaker reports the breaker's state into it.
+    registry = CollectorRegistry() if settings.metrics_port is not None else None
+    projection = build_projection(name, topics, settings, breakers=BreakerReport(registry))
     alongside = projection if isinstance(projection, RunsAlongside) else None
     config = ConsumerConfig.from_settings(settings, name, group_id=group_id)
     tracing = Tracing.from_settings(settings, f"sluice-consume-{name}")
@@ -47,7 +52,7 @@ async def serve_consumer(
         settings.require_database_url(), pool_size=2, application_name=f"sluice-consume-{name}"
     )
     runtime = ConsumerRuntime(projection, engine, config)
-    observer = _observer(settings, runtime, engine, config)
+    observer = _observer(settings, registry, runtime, engine, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runtime.stop)
@@ -91,13 +96,17 @@ async def serve_consumer(
 
 
 def _observer(
-    settings: Settings, runtime: ConsumerRuntime[Any], engine: AsyncEngine, config: ConsumerConfig
+    settings: Settings,
+    registry: CollectorRegistry | None,
+    runtime: ConsumerRuntime[Any],
+    engine: AsyncEngine,
+    config: ConsumerConfig,
 ) -> ConsumerObserver | None:
     """Metrics on SLUICE_METRICS_PORT, if set; lag is sampled only when someone can see it."""
-    if settings.metrics_port is None:
+    if settings.metrics_port is None or registry is None:
         return None
     fetcher = runtime.name == "airtable-fetcher"
-    metrics = ConsumerMetrics(runtime, airtable_webhooks=fetcher)
+    metrics = ConsumerMetrics(runtime, registry, airtable_webhooks=fetcher)
     serve_metrics(metrics.registry, settings.metrics_port)
     observer = ConsumerObserver(
         metrics,

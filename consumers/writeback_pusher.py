@@ -8,19 +8,20 @@ twice before its push is pushed once, with the newer values.
 
 Per field, a value is skipped, and recorded in `sync_conflicts`, when Airtable changed that
 field later than the app did. Calls go through the shared per-base rate limiter (at most
-AIRTABLE_REQUESTS_PER_SECOND; a 429 blocks the base for AIRTABLE_RATE_LIMIT_WAIT_SECONDS),
-are retried with jittered exponential backoff while Airtable is unavailable, and pass a circuit
-breaker: after AIRTABLE_BREAKER_THRESHOLD failed updates in a row no call is made until
-AIRTABLE_BREAKER_RESET_SECONDS have passed, then one update probes Airtable again. A 4xx is the
-record's own problem: a batch that gets one is split to find the record, which is marked failed
-and not retried until staff change it again.
+AIRTABLE_REQUESTS_PER_SECOND; a 429 blocks the base for AIRTABLE_RATE_LIMIT_WAIT_SECONDS), are
+retried while Airtable is unavailable (`PusherConfig.call_retry`: 3 tries per request), and pass
+Airtable's circuit breaker (sluice/resilience.py): after AIRTABLE_BREAKER_THRESHOLD updates in a
+row failed their retries, no call is made until AIRTABLE_BREAKER_RESET_SECONDS have passed, then
+one update is let through as a trial. Errors say what to do: a transient one (Airtable down, the
+breaker open) fails the records for a later round, with a growing delay; an invalid one (a 4xx)
+is the record's own problem: a batch that gets one is split to find the record, which is marked
+failed and not retried until staff change it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,32 +30,34 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import text
 
-from ingest.airtable_api import (
-    AirtableRateLimitedError,
-    AirtableRequestError,
-    AirtableUnavailableError,
-)
+from providers.airtable import AirtableUnavailableError
 from schemas.leads import LEADS, LEADS_MAPPING
 from sluice.db import DatabaseUnavailableError, transaction
-from sluice.resilience import Backoff, CircuitBreaker, CircuitOpenError, retry
+from sluice.errors import InvalidInputError, TransientError
+from sluice.jsontext import json_text
+from sluice.resilience import Backoff, ProviderCalls, RetryPolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
     from schemas.airtable_mapping import TableMapping
+    from sluice.resilience import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 
 MAX_RECORDS_PER_REQUEST = 10
+# Tries of one update while Airtable is unavailable (a 429 included), and the waits between.
+CALL_RETRY = RetryPolicy(
+    attempts=3, retry_on=AirtableUnavailableError, wait_initial=0.5, wait_max=10.0
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PusherConfig:
     claim_max: int = 100
     lease_seconds: float = 120.0
-    attempts_per_call: int = 3  # tries of one update while Airtable is unavailable
-    call_backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 10.0))
+    call_retry: RetryPolicy = CALL_RETRY
     record_backoff: Backoff = field(default_factory=lambda: Backoff(2.0, 900.0))
     poll_seconds: float = 1.0
 
@@ -65,7 +68,7 @@ class PushSummary:
     synced: int = 0
     failed: int = 0
     conflicts: int = 0
-    requests: int = 0
+    requests: int = 0  # sent to Airtable in the round, retries included (providers/counting.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +93,6 @@ class _Record:
     table_id: str
     push: dict[str, _Field] = field(default_factory=dict)
     conflicts: list[_Field] = field(default_factory=list)
-
-
-def breaker_counts(exc: BaseException) -> bool:
-    """Outages count against Airtable; a 429 (slow down) and a 4xx (one bad record) do not."""
-    return isinstance(exc, AirtableUnavailableError) and not isinstance(
-        exc, AirtableRateLimitedError
-    )
 
 
 def _cell(value: Any) -> Any:  # noqa: ANN401 - any column value
@@ -192,6 +188,7 @@ class WritebackPusher:
         self._client = client
         self.breaker = breaker
         self._config = config or PusherConfig()
+        self._calls = ProviderCalls(breaker, self._config.call_retry)
         self._fields = {m.column: m.field for m in mapping.app_fields}
         self.wake = asyncio.Event()
 
@@ -211,10 +208,18 @@ class WritebackPusher:
 
     async def push_once(self) -> PushSummary:
         summary = PushSummary()
+        sent_before = self._client.requests_sent
+        try:
+            await self._push(summary)
+        finally:
+            summary.requests = self._client.requests_sent - sent_before
+        return summary
+
+    async def _push(self, summary: PushSummary) -> None:
         records = await self._claim()
         summary.claimed = len(records)
         if not records:
-            return summary
+            return
         done: list[_Record] = [r for r in records if not r.push]
         groups: dict[tuple[str, str], list[_Record]] = defaultdict(list)
         for record in records:
@@ -227,7 +232,6 @@ class WritebackPusher:
         await self._complete(done)
         summary.synced += len(done)
         summary.conflicts += sum(len(r.conflicts) for r in done)
-        return summary
 
     async def _claim(self) -> list[_Record]:
         c = self._config
@@ -287,19 +291,11 @@ class WritebackPusher:
         ]
 
         async def update() -> None:
-            summary.requests += 1
             await asyncio.to_thread(self._client.update_records, base_id, table_id, body)
 
         try:
-            await self.breaker.call(
-                lambda: retry(
-                    update,
-                    retry_on=(AirtableUnavailableError,),
-                    attempts=self._config.attempts_per_call,
-                    backoff=self._config.call_backoff,
-                )
-            )
-        except AirtableRequestError as exc:
+            await self._calls(update)
+        except InvalidInputError as exc:
             if len(chunk) > 1:  # one bad record must not hold back the other nine
                 pushed: list[_Record] = []
                 for record in chunk:
@@ -307,7 +303,7 @@ class WritebackPusher:
                 return pushed
             await self._record_failure(chunk, str(exc), retry=False, summary=summary)
             return []
-        except (AirtableUnavailableError, CircuitOpenError) as exc:
+        except TransientError as exc:  # Airtable unavailable, or its breaker open
             await self._record_failure(chunk, str(exc), retry=True, summary=summary)
             return []
         return chunk
@@ -357,7 +353,7 @@ class WritebackPusher:
                 **{k: conflict[k] for k in ("record_id", "column_name")},
             )
         async with transaction(self._engine) as conn:
-            await conn.execute(_PUSHED, {"rows": json.dumps(pushed)})
+            await conn.execute(_PUSHED, {"rows": json_text(pushed)})
             if conflicts:
-                await conn.execute(_CONFLICTS, {"rows": json.dumps(conflicts, default=str)})
+                await conn.execute(_CONFLICTS, {"rows": json_text(conflicts)})
             await conn.execute(_DONE, {"ids": [r.record_id for r in records]})

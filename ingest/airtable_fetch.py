@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import text
 
-from ingest.airtable_api import AirtableRateLimitedError
 from ingest.record import NewEvent, record_events
 from outbox.enqueue import OutboxMessage
+from providers.airtable import AirtableRateLimitedError
 from schemas.airtable import SOURCE, RecordChange, TableDestroyed
 from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
 from sluice.db import transaction
+from sluice.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from pyairtable.models.webhook import WebhookPayload, WebhookPayloads
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
     from schemas.airtable import RecordAction
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,7 @@ FETCH_LOCK_NAMESPACE = 0x51CF
 PAGE_SIZE = 50
 
 
-class UnknownWebhookError(Exception):
+class UnknownWebhookError(InvalidInputError):
     """No `airtable_webhooks` row for this webhook: nothing to fetch, do not retry."""
 
 

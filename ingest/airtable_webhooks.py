@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import text
 
-from ingest.airtable_api import AirtableError, AirtableRequestError
 from ingest.airtable_fetch import register_webhook
+from providers.airtable import AirtableError, AirtableRequestError
 from sluice.db import transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from ingest.airtable_api import AirtableClient
+    from providers.airtable import AirtableClient
 
 log = structlog.get_logger(__name__)
 

@@ -19,6 +19,7 @@ from outbox.enqueue import (
     message_row,
 )
 from sluice.db import driver_connection
+from sluice.errors import InvalidInputError
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class NewEvent:
         return (self.source, self.provider_event_id)
 
 
-class RejectedEventError(Exception):
+class RejectedEventError(InvalidInputError):
     """The database refuses this event's content (e.g. a NUL character): do not retry it."""
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ingest.answers import Answer, problem
-from ingest.body import BodyTooLargeError, ClientDisconnectedError, read_limited
+from sluice.body import BodyTooLargeError, ClientDisconnectedError, read_limited
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -1,14 +1,13 @@
 """How the relay waits and what it says while a dependency is down.
 
-Retries back off exponentially with jitter (a random delay between half and all of the current
-step), so relays that lost the same broker do not come back in lockstep. The relay logs when its
+Retries back off exponentially with jitter (sluice/resilience.py's Backoff), so relays that lost
+the same broker do not come back in lockstep. The relay logs when its
 state changes (healthy → kafka_down → healthy), not on every attempt, so an outage of an hour is
 two log lines rather than thousands.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from typing import Literal
@@ -20,21 +19,6 @@ log = structlog.get_logger(__name__)
 RelayState = Literal[
     "starting", "healthy", "kafka_down", "database_down", "topic_missing", "publish_refused"
 ]
-
-
-class Backoff:
-    def __init__(self, *, base: float = 0.1, cap: float = 10.0) -> None:
-        self._base = base
-        self._cap = cap
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._cap, self._base * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 30)
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class StateTracker:

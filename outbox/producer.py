@@ -26,6 +26,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from sluice.errors import InvalidInputError, TransientError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -39,16 +41,18 @@ _REFUSED = (
 )
 
 
-class KafkaUnavailableError(Exception):
+class KafkaUnavailableError(TransientError):
     """The broker could not be reached or did not acknowledge in time: retry later."""
 
 
-class PublishRefusedError(Exception):
-    """The broker refused the records (too large, not authorised, ...): retrying needs a fix."""
+class PublishRefusedError(InvalidInputError):
+    """The broker refused the records (too large, not authorised, ...): sending them again as
+    they are cannot succeed. The relay keeps the rows (nothing is dropped) until someone acts."""
 
 
-class TopicMissingError(Exception):
-    """A row's topic does not exist; the relay never lets the broker create it by accident."""
+class TopicMissingError(TransientError):
+    """A row's topic does not exist yet; the relay never lets the broker create it by accident,
+    and retries until `sluice topics ensure` has made it."""
 
 
 def wrap_kafka_error(exc: BaseException) -> Exception:

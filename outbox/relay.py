@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from outbox.health import Backoff, RelayState, StateTracker
+from outbox.health import RelayState, StateTracker
 from outbox.leases import BucketLeases
 from outbox.metrics import RelayMetrics
 from outbox.producer import (
@@ -40,9 +40,10 @@ from outbox.producer import (
     TopicMissingError,
 )
 from outbox.rows import backlog, delete_rows, read_rows
-from outbox.wakeup import CommitListener
 from sluice.db import DatabaseUnavailableError, create_engine
 from sluice.gc_policy import freeze_startup_objects
+from sluice.listen import CommitListener
+from sluice.resilience import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -138,7 +139,7 @@ class Relay:
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listener.run(), name="relay-listen")
-        backoff = Backoff(cap=self.config.max_backoff_seconds)
+        backoff = Backoff(0.1, self.config.max_backoff_seconds)
         self._log.info("relay.start", lease_seconds=self.config.lease_seconds)
         freeze_startup_objects()
         try:

@@ -19,14 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recovery.lock import RunLockedError
+from recovery.reconcile_airtable import MAX_LOOKBACK_MINUTES, AirtableOptions
 from recovery.run_metrics import RunMetrics
-from recovery.runs import (
-    MAX_LOOKBACK_MINUTES,
-    SOURCES,
-    AirtableOptions,
-    default_square_window,
-    reconcile,
-)
+from recovery.runs import SOURCES, default_square_window, reconcile
 from sluice.auth import BearerAuth
 from sluice.db import DatabaseUnavailableError, create_engine
 from sluice.health import database_unavailable, healthz
@@ -90,6 +85,7 @@ def create_admin_app(settings: Settings) -> BearerAuth:
                 square_window=window,
                 airtable=options,
                 engine=request.app.state.engine,
+                breakers=metrics.breakers,
             )
         except RunLockedError as exc:
             return _problem(409, str(exc), "locked")

@@ -36,42 +36,51 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy import text
 
 from consumers.airtable_projection import MappingResolver
 from consumers.lead_sync import Unsynced, push_again
-from ingest.airtable_api import AirtableUnavailableError, modified_after
 from ingest.airtable_fetch import change_event
 from ingest.record import record_events
+from providers.airtable import AirtableUnavailableError, modified_after
+from recovery.backstop import (
+    ENDS_THE_RUN,
+    end_run,
+    iso,
+    isolated,
+    synthetic_headers,
+    write_isolated,
+)
 from recovery.progress import SILENT, Progress
-from recovery.reconcile_square import SYNTHETIC_HEADER, SYNTHETIC_MARK
 from schemas.airtable import RecordAction, RecordChange
 from schemas.airtable_mapping import as_timestamp
 from schemas.leads import AIRTABLE_MAPPINGS, LEADS
-from sluice.db import DatabaseUnavailableError, transaction
-from sluice.resilience import Backoff, CircuitBreaker, CircuitOpenError, retry
+from sluice.db import transaction
+from sluice.resilience import RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from sqlalchemy import TextClause
     from sqlalchemy.engine import RowMapping
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from ingest.airtable_api import AirtableClient
     from ingest.record import NewEvent, Recorded
+    from providers.airtable import AirtableClient
     from recovery.summary import RunSummary
     from schemas.airtable_mapping import ResolvedTable
     from schemas.ownership import Ownership
+    from sluice.resilience import ProviderCalls
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-
 PAGE_SIZE = 100
+# A reconcile run's Airtable calls: 4 tries per request while Airtable is unavailable (after a
+# 429 the shared limiter keeps the base waiting first), then they count against the breaker.
+RETRY = RetryPolicy(attempts=4, retry_on=AirtableUnavailableError, wait_initial=0.5, wait_max=30.0)
 WRITEBACK = "writeback"
 # Summary entities by projection, as the Square reconciler names its own ("booking").
 _ENTITIES = {LEADS.name: "lead"}
@@ -83,38 +92,11 @@ class SweepScope:
     modified_after: datetime | None  # None with `full`
 
 
-class AirtableCalls:
-    """Airtable calls of one run: retried while Airtable is unavailable (after a 429 the shared
-    limiter keeps the base waiting first), through a circuit breaker, counted."""
-
-    def __init__(
-        self, breaker: CircuitBreaker, *, attempts: int = 4, backoff: Backoff | None = None
-    ) -> None:
-        self._breaker = breaker
-        self._attempts = attempts
-        self._backoff = backoff or Backoff()
-        self.requests = 0
-
-    async def __call__(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        async def once() -> T:
-            self.requests += 1
-            return await attempt()
-
-        return await self._breaker.call(
-            lambda: retry(
-                once,
-                retry_on=(AirtableUnavailableError,),
-                attempts=self._attempts,
-                backoff=self._backoff,
-            )
-        )
-
-
 @dataclass(slots=True)
 class _Run:
     engine: AsyncEngine
     client: AirtableClient
-    calls: AirtableCalls
+    calls: ProviderCalls
     summary: RunSummary
     scope: SweepScope
     progress: Progress
@@ -133,25 +115,23 @@ class _Planned:
     writeback_checked: bool = False
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, not an error kind
-    """The provider or the database is gone: end the sweep, keeping what is done."""
-
-
 async def sweep(  # noqa: PLR0913 - the run's parts, by keyword
     engine: AsyncEngine,
     connect: Callable[[], AirtableClient],
-    calls: AirtableCalls,
+    calls: ProviderCalls,
     summary: RunSummary,
     scope: SweepScope,
     *,
     progress: Progress = SILENT,
 ) -> None:
     """Sweep every mapped table of every known base; `connect` gives the Airtable client, asked
-    for only when there is a base to sweep."""
+    for only when there is a base to sweep. Its calls go through `calls` (RETRY, and Airtable's
+    breaker); the requests it sent meanwhile are counted in `sweep.requests`."""
     for mapping in AIRTABLE_MAPPINGS:
         summary.entity(_entity(mapping.ownership))
     summary.entity(WRITEBACK)
     run: _Run | None = None
+    sent_before = 0
     try:
         async with transaction(engine) as conn:
             bases = [row[0] for row in await conn.execute(_bases_statement())]
@@ -162,42 +142,31 @@ async def sweep(  # noqa: PLR0913 - the run's parts, by keyword
         except RuntimeError as exc:  # not configured (AIRTABLE_API_KEY)
             summary.error("run", exc)
             return
+        sent_before = client.requests_sent
         run = _Run(engine, client, calls, summary, scope, progress)
         resolver = MappingResolver(client, AIRTABLE_MAPPINGS)
         for base_id in bases:
-            try:
+            with isolated(summary, f"base:{base_id}"):
                 tables = await calls(functools.partial(resolver.tables, base_id))
-            except Exception as exc:
-                if _broken(exc):
-                    raise _Stop from exc
-                summary.error(f"base:{base_id}", exc)
-                continue
-            for resolved in tables:
-                await _sweep_table(run, resolved)
-    except _Stop as stop:
-        summary.error("run", stop.__cause__ or stop)
-    except DatabaseUnavailableError as exc:
-        summary.error("run", exc)
+                for resolved in tables:
+                    await _sweep_table(run, resolved)
+    except ENDS_THE_RUN as exc:
+        end_run(summary, exc)
     finally:
         summary.details["sweep"] = {
             "mode": "full" if scope.full else "lookback",
-            "modified_after": _iso(scope.modified_after) if scope.modified_after else None,
+            "modified_after": iso(scope.modified_after) if scope.modified_after else None,
             "tables": run.tables if run else 0,
             "pages": run.pages if run else 0,
-            "requests": calls.requests,
+            "requests": run.client.requests_sent - sent_before if run else 0,
         }
-
-
-def _broken(exc: BaseException) -> bool:
-    """The run cannot go on: Airtable is cut off by the breaker, or the database is gone."""
-    return isinstance(exc, CircuitOpenError | DatabaseUnavailableError)
 
 
 async def _sweep_table(run: _Run, resolved: ResolvedTable) -> None:
     where = f"table:{resolved.base_id}/{resolved.table_id}"
     fields = [*resolved.by_field_id, *resolved.app_by_field_id]
     formula = modified_after(run.scope.modified_after) if run.scope.modified_after else None
-    try:
+    with isolated(run.summary, where):
         live_before = await _live_rows(run.engine, resolved) if run.scope.full else {}
         listed: set[str] = set()
         offset: str | None = None
@@ -222,13 +191,6 @@ async def _sweep_table(run: _Run, resolved: ResolvedTable) -> None:
         gone = {k: v for k, v in live_before.items() if k not in listed}
         run.summary.entity(_entity(resolved.mapping.ownership)).scanned += len(gone)
         await _record(run, resolved, [_destroyed(resolved, k, *v) for k, v in gone.items()])
-    except _Stop:
-        raise
-    except Exception as exc:
-        if _broken(exc):
-            raise _Stop from exc
-        run.summary.error(where, exc)
-    else:
         run.tables += 1
         log.info(
             "airtable.table_swept",
@@ -258,14 +220,11 @@ async def _reconcile_page(
         if not isinstance(record_id, str):
             run.summary.error(f"{_entity(ownership)}:{record_id}", "record without an id")
             continue
-        try:
+        with isolated(run.summary, f"{_entity(ownership)}:{record_id}"):
             plan = _plan(resolved, record, rows.get(record_id), empty)
-        except Exception as exc:  # noqa: BLE001 - isolated to its record
-            run.summary.error(f"{_entity(ownership)}:{record_id}", exc)
-            continue
-        if plan.event is None:
-            tally.skipped += 1
-        planned.append(plan)
+            if plan.event is None:
+                tally.skipped += 1
+            planned.append(plan)
     await _record(run, resolved, planned)
 
 
@@ -340,25 +299,19 @@ def _snapshot_event(  # noqa: PLR0913 - a snapshot has that many parts
         cells=cells or {},
         sweep=sweep_id,
     )
-    return change_event(change, headers={SYNTHETIC_HEADER: SYNTHETIC_MARK})
+    return change_event(change, headers=synthetic_headers())
 
 
 async def _record(run: _Run, resolved: ResolvedTable, planned: Sequence[_Planned]) -> None:
     """The page's snapshots and write-back asks in one transaction; if that fails for a reason
     other than an outage, record by record."""
-    try:
-        await _write(run, resolved, planned)
-    except DatabaseUnavailableError as exc:
-        raise _Stop from exc
-    except Exception:  # noqa: BLE001 - isolate the record the database refuses
-        for plan in planned:
-            try:
-                await _write(run, resolved, [plan])
-            except DatabaseUnavailableError as exc:
-                raise _Stop from exc
-            except Exception as exc:  # noqa: BLE001
-                entity = _entity(resolved.mapping.ownership)
-                run.summary.error(f"{entity}:{plan.record_id}", exc)
+    entity = _entity(resolved.mapping.ownership)
+    await write_isolated(
+        functools.partial(_write, run, resolved),
+        planned,
+        run.summary,
+        lambda plan: f"{entity}:{plan.record_id}",
+    )
 
 
 async def _write(run: _Run, resolved: ResolvedTable, planned: Sequence[_Planned]) -> None:
@@ -436,7 +389,3 @@ def _to_ms(value: datetime) -> datetime:
 def _digest(value: Any) -> str:  # noqa: ANN401 - any JSON value
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,15 +22,26 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from sqlalchemy import text
 
 from ingest.record import record_events
 from ingest.square_events import square_new_event
+from providers.square import windows
+from recovery.backstop import (
+    ENDS_THE_RUN,
+    end_run,
+    iso,
+    isolated,
+    stop_if_it_ends_the_run,
+    synthetic_body_mark,
+    synthetic_headers,
+    write_isolated,
+)
 from recovery.progress import SILENT, Progress
-from recovery.square_api import windows
 from schemas.square import SquareEvent
-from sluice.db import DatabaseUnavailableError, transaction
-from sluice.resilience import CircuitOpenError
+from sluice.db import transaction
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
@@ -40,15 +50,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ingest.record import NewEvent
-    from recovery.square_api import SquareReader
+    from providers.square import SquareReader
     from recovery.summary import RunSummary
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-SYNTHETIC_HEADER = "sluice-synthetic"
-SYNTHETIC_MARK = "reconcile"
 Entity = Literal["booking", "customer"]
 
 _JOB_VERSIONS = text(
@@ -75,10 +83,6 @@ class _Synthetic:
     event: NewEvent
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, not an error kind
-    """The provider or the database is gone: end the run, keeping what is done."""
-
-
 async def reconcile_square(
     engine: AsyncEngine,
     reader: SquareReader,
@@ -87,9 +91,23 @@ async def reconcile_square(
     *,
     progress: Progress = SILENT,
 ) -> None:
-    summary.details["window"] = {"from": _iso(window.start), "to": _iso(window.end)}
+    summary.details["window"] = {"from": iso(window.start), "to": iso(window.end)}
     summary.entity("booking")
     summary.entity("customer")
+    try:
+        await _windows(engine, reader, window, summary, progress)
+    finally:
+        # Every request sent to Square, retries included (providers/counting.py).
+        summary.details["requests"] = reader.requests_sent
+
+
+async def _windows(
+    engine: AsyncEngine,
+    reader: SquareReader,
+    window: SquareWindow,
+    summary: RunSummary,
+    progress: Progress,
+) -> None:
     try:
         merchant_id = await reader.merchant_id()
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the run cannot go on
@@ -98,21 +116,14 @@ async def reconcile_square(
     run = _Run(engine, reader, summary, merchant_id, uuid.uuid4().hex[:12])
     try:
         for low, high in windows(window.start, window.end):
-            try:
+            # An error is the window's; the next may work.
+            with isolated(summary, f"window:{iso(low)}/{iso(high)}"):
                 pages = reader.booking_pages(low, high, location_id=window.location_id)
                 async for page in fetch_ahead(pages):
                     await _reconcile_page(run, page)
                     progress.advance(len(page))
-            except _Stop as stop:
-                summary.error("run", stop.__cause__ or stop)
-                return
-            except (CircuitOpenError, DatabaseUnavailableError) as exc:
-                summary.error("run", exc)
-                return
-            except Exception as exc:  # noqa: BLE001 - isolated to its window; the next may work
-                summary.error(f"window:{_iso(low)}/{_iso(high)}", exc)
-    finally:
-        summary.details["requests"] = reader.calls
+    except ENDS_THE_RUN as exc:
+        end_run(summary, exc)
 
 
 @dataclass(slots=True)
@@ -143,11 +154,6 @@ async def fetch_ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
         # Collect whatever the abandoned fetch ended with, so nothing is left unretrieved.
         with contextlib.suppress(BaseException):
             await pending
-
-
-def _broken(exc: BaseException) -> bool:
-    """The run cannot go on: Square is cut off by the breaker, or the database is gone."""
-    return isinstance(exc, CircuitOpenError | DatabaseUnavailableError)
 
 
 async def _reconcile_page(run: _Run, bookings: list[dict[str, Any]]) -> None:
@@ -185,9 +191,8 @@ async def _customers_of(run: _Run, bookings: Iterable[dict[str, Any]]) -> dict[s
     tally = run.summary.entity("customer")
     try:
         lookup = await run.reader.customers(sorted(wanted))
-    except Exception as exc:
-        if _broken(exc):
-            raise _Stop from exc
+    except Exception as exc:  # noqa: BLE001 - the customers' error, unless it ends the run
+        stop_if_it_ends_the_run(exc)
         for customer_id in sorted(wanted):
             run.summary.error(f"customer:{customer_id}", exc)
         return {}
@@ -218,7 +223,7 @@ def _plan(
         outcome: Literal["created", "updated"] = "updated" if known else "created"
         try:
             event = synthetic_event(entity, obj, run.merchant_id, run.run_id, outcome)
-        except ValidationError as exc:
+        except (PydanticSerializationError, ValidationError) as exc:  # no JSON text, no envelope
             run.summary.error(f"{entity}:{object_id}", exc)
             continue
         planned.append(_Synthetic(entity, object_id, outcome, event))
@@ -247,30 +252,26 @@ def synthetic_event(
         "merchant_id": merchant_id,
         "type": f"{entity}.updated",
         "event_id": f"reconcile:{entity}:{object_id}:{version}",
-        "created_at": _iso(now),
+        "created_at": iso(now),
         "data": {
             "type": entity,
             # Square suffixes a booking's id with its version in `data.id`.
             "id": f"{object_id}:{version}" if entity == "booking" else object_id,
             "object": {entity: obj},
         },
-        "sluice_synthetic": {
-            "by": SYNTHETIC_MARK,
-            "reason": "missing" if reason == "created" else "stale",
-            "run": run_id,
-        },
+        **synthetic_body_mark("missing" if reason == "created" else "stale", run_id),
     }
     if entity == "booking" and obj.get("location_id"):
         body["location_id"] = obj["location_id"]
-    body_text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    body_text = json_text(body)
     envelope = SquareEvent.model_validate_json(body_text)
     return square_new_event(
         envelope,
         body_text,
         event_id=uuid.uuid4(),
         received_at=now,
-        headers={SYNTHETIC_HEADER: SYNTHETIC_MARK},
-        extra_headers={SYNTHETIC_HEADER: SYNTHETIC_MARK},
+        headers=synthetic_headers(),
+        extra_headers=synthetic_headers(),
     )
 
 
@@ -278,31 +279,16 @@ async def _record(engine: AsyncEngine, items: Sequence[_Synthetic], summary: Run
     """All in one transaction; if that fails for a reason other than an outage, one by one."""
     if not items:
         return
-    try:
+
+    async def write(batch: Sequence[_Synthetic]) -> None:
         async with transaction(engine) as conn:
-            recorded = await record_events(conn, [i.event for i in items])
-    except DatabaseUnavailableError as exc:
-        raise _Stop from exc
-    except Exception:  # noqa: BLE001 - isolate the record that the database refuses
-        for item in items:
-            try:
-                async with transaction(engine) as conn:
-                    (one,) = await record_events(conn, [item.event])
-            except DatabaseUnavailableError as exc:
-                raise _Stop from exc
-            except Exception as exc:  # noqa: BLE001
-                summary.error(f"{item.entity}:{item.entity_id}", exc)
-            else:
-                _count(summary, item, duplicate=one.duplicate)
-        return
-    for item, result in zip(items, recorded, strict=True):
-        _count(summary, item, duplicate=result.duplicate)
+            recorded = await record_events(conn, [i.event for i in batch])
+        for item, result in zip(batch, recorded, strict=True):
+            _count(summary, item, duplicate=result.duplicate)
+
+    await write_isolated(write, items, summary, lambda item: f"{item.entity}:{item.entity_id}")
 
 
 def _count(summary: RunSummary, item: _Synthetic, *, duplicate: bool) -> None:
     # A duplicate is a synthetic event an earlier run already wrote: nothing new to do.
     summary.entity(item.entity).count("skipped" if duplicate else item.outcome)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

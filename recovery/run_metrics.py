@@ -3,6 +3,8 @@ by the run-once CLI (a text file for node_exporter and/or a Pushgateway push).
 
 Gauges of the last run, not counters: a CronJob's process lives for one run, and what an alert
 wants to know is what the latest run found (many `created` means webhooks are being missed).
+`breakers` is the hook a run's provider circuit breaker reports to: it sets
+`sluice_provider_breaker_state` in the same registry.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from prometheus_client import CollectorRegistry
 
 from sluice.metrics import export_once, gauge
+from sluice.resilience import BreakerReport
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,6 +33,7 @@ class RunMetrics:
         self.duration = gauge("sluice_reconcile_last_run_duration_seconds", self.registry)
         self.success = gauge("sluice_reconcile_last_run_success", self.registry)
         self.records = gauge("sluice_reconcile_last_run_records", self.registry)
+        self.breakers = BreakerReport(self.registry)
 
     def record(self, summary: RunSummary) -> None:
         source = summary.source
@@ -42,11 +46,14 @@ class RunMetrics:
         self.records.labels(source, "errors").set(len(summary.errors))
 
 
-def export_run(settings: Settings, summary: RunSummary) -> Path | None:
-    """Write/push one run's metrics where the settings say; nothing when neither is set."""
+def export_run(
+    settings: Settings, summary: RunSummary, metrics: RunMetrics | None = None
+) -> Path | None:
+    """Write/push one run's metrics (those `metrics` gathered during the run, if given) where
+    the settings say; nothing when neither is set."""
     if settings.metrics_textfile_dir is None and settings.pushgateway_url is None:
         return None
-    metrics = RunMetrics()
+    metrics = metrics or RunMetrics()
     metrics.record(summary)
     return export_once(
         metrics.registry,

@@ -6,7 +6,6 @@ caller decides how to show it: JSON on stdout and an exit code, or an HTTP respo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -14,6 +13,7 @@ import structlog
 
 from recovery.lock import RunLockedError, run_lock
 from recovery.progress import progress_bar
+from recovery.reconcile_airtable import AirtableOptions, reconcile_airtable
 from recovery.summary import RunSummary
 from sluice.db import create_engine
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import httpx
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from sluice.resilience import StateHook
     from sluice.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -33,15 +34,6 @@ EXIT_ERRORS = 1
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
 
 __all__ = ["EXIT_ERRORS", "EXIT_LOCKED", "EXIT_OK", "RunLockedError", "reconcile"]
-
-
-MAX_LOOKBACK_MINUTES = 1440  # a day; beyond that, sweep everything (--full)
-
-
-@dataclass(frozen=True, slots=True)
-class AirtableOptions:
-    lookback_minutes: int = 60
-    full: bool = False
 
 
 def default_square_window(now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -63,8 +55,10 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
     engine: AsyncEngine | None = None,
     show_progress: bool = False,
     square_transport: httpx.AsyncBaseTransport | None = None,
+    breakers: StateHook | None = None,
 ) -> RunSummary:
-    """Run one reconcile of `source`. Raises RunLockedError if another run holds the lock."""
+    """Run one reconcile of `source`. Raises RunLockedError if another run holds the lock.
+    `breakers` hears the provider's circuit breaker change state (RunMetrics.breakers)."""
     own_engine = engine is None
     engine = engine or create_engine(
         settings.require_database_url(), pool_size=2, application_name=f"sluice-reconcile-{source}"
@@ -81,6 +75,7 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         window=square_window,
                         show_progress=show_progress,
                         transport=square_transport,
+                        breakers=breakers,
                     )
                 else:
                     await _airtable(
@@ -89,6 +84,7 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         summary,
                         airtable or AirtableOptions(),
                         show_progress=show_progress,
+                        breakers=breakers,
                     )
     finally:
         if own_engine:
@@ -112,27 +108,31 @@ async def _square(  # noqa: PLR0913
     window: tuple[datetime, datetime] | None,
     show_progress: bool,
     transport: httpx.AsyncBaseTransport | None,
+    breakers: StateHook | None,
 ) -> None:
+    from providers.square import SquareReader  # noqa: PLC0415
     from recovery.reconcile_square import SquareWindow, reconcile_square  # noqa: PLC0415
-    from recovery.square_api import SquareReader  # noqa: PLC0415
 
     start, end = window or default_square_window()
-    async with SquareReader.from_settings(settings, transport=transport) as reader:
+    async with SquareReader.from_settings(
+        settings, transport=transport, on_breaker_change=breakers
+    ) as reader:
         with progress_bar("square bookings", enabled=show_progress) as progress:
             await reconcile_square(
                 engine, reader, SquareWindow(start, end), summary, progress=progress
             )
 
 
-async def _airtable(
+async def _airtable(  # noqa: PLR0913
     settings: Settings,
     engine: AsyncEngine,
     summary: RunSummary,
     options: AirtableOptions,
     *,
     show_progress: bool,
+    breakers: StateHook | None,
 ) -> None:
-    from recovery.reconcile_airtable import reconcile_airtable  # noqa: PLC0415
-
     with progress_bar("airtable records", enabled=show_progress) as progress:
-        await reconcile_airtable(settings, engine, summary, options, progress=progress)
+        await reconcile_airtable(
+            settings, engine, summary, options, progress=progress, on_breaker_change=breakers
+        )

@@ -1,4 +1,4 @@
-"""Who owns which column of each projection table. Consumers write through schemas/ownership.py,
+"""Who owns which column of each projection table. Consumers write through consumers/upsert.py,
 which refuses any column not declared source-owned here.
 """
 

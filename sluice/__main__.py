@@ -1,3 +1,5 @@
-from sluice.cli import main
+"""`python -m sluice`: the same as the `sluice` command."""
+
+from commands.main import main
 
 main()

@@ -1,4 +1,11 @@
-"""The database engine and the boundary where driver errors become our own."""
+"""The database engine and the boundary where driver errors become our own.
+
+Inside `transaction()`, `autocommit()` and `savepoint()`, a connection-level failure becomes
+`DatabaseUnavailableError` (transient: retry) and a value the database refuses (a data or
+integrity error: a NUL in text, a number out of range, a constraint) becomes
+`DatabaseRefusedError` (invalid: the same statement with the same values fails again). Anything
+else, a syntax error or a missing column, is a bug and passes through as the driver raised it.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from sluice.errors import InvalidInputError, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-class DatabaseUnavailableError(Exception):
+class DatabaseUnavailableError(TransientError):
     """PostgreSQL could not be reached or dropped the connection: retry later."""
+
+
+class DatabaseRefusedError(InvalidInputError):
+    """PostgreSQL refused the values (a data or integrity error): they will never fit."""
 
 
 def create_engine(url: str, *, pool_size: int = 8, application_name: str = "sluice") -> AsyncEngine:
@@ -38,10 +51,14 @@ def libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def unavailable(exc: BaseException) -> DatabaseUnavailableError:
     """Our error for a transient driver failure, with the first line of its message."""
-    lines = str(exc).splitlines()
-    return DatabaseUnavailableError(lines[0] if lines else type(exc).__name__)
+    return DatabaseUnavailableError(_first_line(exc))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -52,22 +69,38 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def is_refused(exc: BaseException) -> bool:
+    """The database refused the values themselves (SQLAlchemy's wrapper or psycopg's own)."""
+    return isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError)
+
+
+def as_ours(exc: Exception) -> Exception:
+    """A driver error as ours (see the module docstring); any other error as it is."""
+    if isinstance(exc, TransientError | InvalidInputError):
+        return exc
+    if is_transient(exc):
+        return unavailable(exc)
+    if is_refused(exc):
+        driver = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        return DatabaseRefusedError(f"{type(driver).__name__}: {_first_line(driver)}")
+    return exc
+
+
 @asynccontextmanager
-async def _outages_as_ours() -> AsyncIterator[None]:
+async def _driver_errors_as_ours() -> AsyncIterator[None]:
     try:
         yield
-    except DatabaseUnavailableError:
-        raise
     except Exception as exc:
-        if is_transient(exc):
-            raise unavailable(exc) from exc
-        raise
+        ours = as_ours(exc)
+        if ours is exc:
+            raise
+        raise ours from exc
 
 
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction; connection-level failures surface as DatabaseUnavailableError."""
-    async with _outages_as_ours(), engine.begin() as conn:
+    """One transaction; driver errors surface as ours (see the module docstring)."""
+    async with _driver_errors_as_ours(), engine.begin() as conn:
         yield conn
 
 
@@ -75,8 +108,16 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection on which every statement is its own transaction: for work that is one
     statement, it saves the BEGIN and COMMIT round trips. Failures map as in `transaction`."""
-    async with _outages_as_ours(), engine.connect() as conn:
+    async with _driver_errors_as_ours(), engine.connect() as conn:
         yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@asynccontextmanager
+async def savepoint(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """A savepoint inside `conn`'s transaction: a failure inside rolls back to it alone, and
+    surfaces as in `transaction`."""
+    async with _driver_errors_as_ours(), conn.begin_nested():
+        yield conn
 
 
 async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:

@@ -1,8 +1,12 @@
 """JSON text for statement parameters and message values, encoded by pydantic-core (Rust):
-several times faster than the standard library on the ingest hot path. The one check for what
-PostgreSQL cannot store from JSON: the NUL character, in no text or jsonb value. And a bounded
-reader for JSON from people (the App API's bodies), which refuses what would exhaust the stack
-or the CPU before any parser sees it.
+several times faster than the standard library on the ingest hot path. Every JSON parameter and
+message value sluice builds from plain values goes through `json_text` (models encode themselves
+with the same pydantic-core: `model_dump_json`, and the CloudEvents head in schemas/envelope.py,
+on the floor below): times as ISO 8601 (UTC as `Z`), which the statements read back with
+`CAST(... AS timestamptz)` and `jsonb_to_recordset`; text as UTF-8, a NUL escaped as `\u0000`
+for the database to refuse. The one check for what PostgreSQL cannot store from JSON: the NUL
+character, in no text or jsonb value. And a bounded reader for JSON from people (the App API's
+bodies), which refuses what would exhaust the stack or the CPU before any parser sees it.
 
 Nothing here recurses: a document a million levels deep costs a scan, never a RecursionError.
 """

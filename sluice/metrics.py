@@ -61,6 +61,8 @@ MetricName = Literal[
     "sluice_airtable_webhook_refresh_failures",
     "sluice_airtable_payload_errors",
     "sluice_airtable_tables_destroyed",
+    # calls to providers (the write-back consumer, reconcile runs)
+    "sluice_provider_breaker_state",
 ]
 
 
@@ -180,6 +182,11 @@ SPECS: Mapping[MetricName, MetricSpec] = {
     ),
     "sluice_airtable_tables_destroyed": MetricSpec(
         Kind.COUNTER, "Tables Airtable's payloads reported deleted", ("consumer",)
+    ),
+    "sluice_provider_breaker_state": MetricSpec(
+        Kind.GAUGE,
+        "Circuit breaker of calls to a provider: 0 closed, 1 half-open (one trial call), 2 open",
+        ("provider",),
     ),
 }
 

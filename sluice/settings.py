@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sluice.logging import LogFormat, LogLevel
 
 AIRTABLE_API_URL = "https://api.airtable.com"
 SQUARE_API_URL = "https://connect.squareup.com"
@@ -55,7 +57,8 @@ def _split_pairs(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    # One name per setting, its environment variable's, also when a test builds Settings(...).
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     kafka_bootstrap_servers: str | None = Field(
@@ -68,25 +71,25 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024,
         gt=0,
-        validation_alias=AliasChoices("SLUICE_MAX_BODY_BYTES", "max_body_bytes"),
+        validation_alias="SLUICE_MAX_BODY_BYTES",
     )
     ingest_writers: int = Field(
         default=4,
         ge=1,
         le=64,
-        validation_alias=AliasChoices("SLUICE_INGEST_WRITERS", "ingest_writers"),
+        validation_alias="SLUICE_INGEST_WRITERS",
     )
     ingest_batch_max: int = Field(
         default=256,
         ge=1,
         le=5000,
-        validation_alias=AliasChoices("SLUICE_INGEST_BATCH_MAX", "ingest_batch_max"),
+        validation_alias="SLUICE_INGEST_BATCH_MAX",
     )
     db_pool_size: int = Field(
         default=8,
         ge=1,
         le=200,
-        validation_alias=AliasChoices("SLUICE_DB_POOL_SIZE", "db_pool_size"),
+        validation_alias="SLUICE_DB_POOL_SIZE",
     )
     # What an unauthenticated client can make an HTTP server (serve, api, admin) hold; see
     # sluice/http_server.py. Sizes as Node's 16 KiB head and Apache's 8 KiB field and 100 fields.
@@ -94,49 +97,43 @@ class Settings(BaseSettings):
         default=16 * 1024,
         ge=1024,
         le=1024 * 1024,
-        validation_alias=AliasChoices("SLUICE_HTTP_MAX_HEADER_BYTES", "http_max_header_bytes"),
+        validation_alias="SLUICE_HTTP_MAX_HEADER_BYTES",
     )
     http_max_header_field_bytes: int = Field(
         default=8 * 1024,
         ge=256,
         le=1024 * 1024,
-        validation_alias=AliasChoices(
-            "SLUICE_HTTP_MAX_HEADER_FIELD_BYTES", "http_max_header_field_bytes"
-        ),
+        validation_alias="SLUICE_HTTP_MAX_HEADER_FIELD_BYTES",
     )
     http_max_headers: int = Field(
         default=100,
         ge=10,
         le=10_000,
-        validation_alias=AliasChoices("SLUICE_HTTP_MAX_HEADERS", "http_max_headers"),
+        validation_alias="SLUICE_HTTP_MAX_HEADERS",
     )
     http_header_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
         le=300,
-        validation_alias=AliasChoices(
-            "SLUICE_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"
-        ),
+        validation_alias="SLUICE_HTTP_HEADER_TIMEOUT_SECONDS",
     )
     http_body_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices(
-            "SLUICE_HTTP_BODY_TIMEOUT_SECONDS", "http_body_timeout_seconds"
-        ),
+        validation_alias="SLUICE_HTTP_BODY_TIMEOUT_SECONDS",
     )
     http_keepalive_seconds: float = Field(
         default=5.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices("SLUICE_HTTP_KEEPALIVE_SECONDS", "http_keepalive_seconds"),
+        validation_alias="SLUICE_HTTP_KEEPALIVE_SECONDS",
     )
     http_max_connections: int = Field(
         default=2048,
         ge=1,
         le=1_000_000,
-        validation_alias=AliasChoices("SLUICE_HTTP_MAX_CONNECTIONS", "http_max_connections"),
+        validation_alias="SLUICE_HTTP_MAX_CONNECTIONS",
     )
     # Bodies of unfinished requests, all connections of one process together: without it,
     # connections stuck a byte short of the body limit hold the cap x the body limit.
@@ -144,156 +141,132 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=1024,
         le=1 << 40,
-        validation_alias=AliasChoices(
-            "SLUICE_HTTP_MAX_PENDING_BODY_BYTES", "http_max_pending_body_bytes"
-        ),
+        validation_alias="SLUICE_HTTP_MAX_PENDING_BODY_BYTES",
     )
-    log_format: str = Field(
-        default="auto",
-        pattern="^(auto|json|console)$",
-        validation_alias=AliasChoices("SLUICE_LOG_FORMAT", "log_format"),
-    )
-    log_level: str = Field(
-        default="info",
-        pattern="^(debug|info|warning|error)$",
-        validation_alias=AliasChoices("SLUICE_LOG_LEVEL", "log_level"),
-    )
+    log_format: LogFormat = Field(default="auto", validation_alias="SLUICE_LOG_FORMAT")
+    log_level: LogLevel = Field(default="info", validation_alias="SLUICE_LOG_LEVEL")
 
     airtable_webhook_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict, validation_alias="AIRTABLE_WEBHOOK_SECRETS"
     )
-    airtable_api_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("AIRTABLE_API_URL", "airtable_api_url")
-    )
+    airtable_api_url: str | None = Field(default=None, validation_alias="AIRTABLE_API_URL")
     airtable_api_key: SecretStr | None = Field(default=None, validation_alias="AIRTABLE_API_KEY")
     airtable_requests_per_second: int = Field(
         default=5,
         ge=1,
         le=50,
-        validation_alias=AliasChoices(
-            "AIRTABLE_REQUESTS_PER_SECOND", "airtable_requests_per_second"
-        ),
+        validation_alias="AIRTABLE_REQUESTS_PER_SECOND",
     )
     airtable_rate_limit_wait_seconds: float = Field(
         default=30.0,
         ge=0,
-        validation_alias=AliasChoices(
-            "AIRTABLE_RATE_LIMIT_WAIT_SECONDS", "airtable_rate_limit_wait_seconds"
-        ),
+        validation_alias="AIRTABLE_RATE_LIMIT_WAIT_SECONDS",
     )
 
     kafka_idempotence: bool = Field(
         default=True,
-        validation_alias=AliasChoices("SLUICE_KAFKA_IDEMPOTENCE", "kafka_idempotence"),
+        validation_alias="SLUICE_KAFKA_IDEMPOTENCE",
     )
     kafka_request_timeout_ms: int = Field(
         default=5000,
         ge=100,
         le=120_000,
-        validation_alias=AliasChoices(
-            "SLUICE_KAFKA_REQUEST_TIMEOUT_MS", "kafka_request_timeout_ms"
-        ),
+        validation_alias="SLUICE_KAFKA_REQUEST_TIMEOUT_MS",
     )
     topic_partitions: int = Field(
         default=12,
         ge=1,
         le=1000,
-        validation_alias=AliasChoices("SLUICE_TOPIC_PARTITIONS", "topic_partitions"),
+        validation_alias="SLUICE_TOPIC_PARTITIONS",
     )
     topic_replication_factor: int = Field(
         default=1,
         ge=1,
         le=10,
-        validation_alias=AliasChoices(
-            "SLUICE_TOPIC_REPLICATION_FACTOR", "topic_replication_factor"
-        ),
+        validation_alias="SLUICE_TOPIC_REPLICATION_FACTOR",
     )
     relay_lease_seconds: float = Field(
         default=30.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices("SLUICE_RELAY_LEASE_SECONDS", "relay_lease_seconds"),
+        validation_alias="SLUICE_RELAY_LEASE_SECONDS",
     )
     relay_batch_size: int = Field(
         default=2000,
         ge=1,
         le=50_000,
-        validation_alias=AliasChoices("SLUICE_RELAY_BATCH_SIZE", "relay_batch_size"),
+        validation_alias="SLUICE_RELAY_BATCH_SIZE",
     )
     relay_poll_seconds: float = Field(
         default=10.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices("SLUICE_RELAY_POLL_SECONDS", "relay_poll_seconds"),
+        validation_alias="SLUICE_RELAY_POLL_SECONDS",
     )
     metrics_port: int | None = Field(
         default=None,
         ge=1,
         le=65535,
-        validation_alias=AliasChoices("SLUICE_METRICS_PORT", "metrics_port"),
+        validation_alias="SLUICE_METRICS_PORT",
     )
     # Run-once jobs (reconcile, webhook refresh) report through a text file and/or a push.
     metrics_textfile_dir: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("SLUICE_METRICS_TEXTFILE_DIR", "metrics_textfile_dir"),
+        validation_alias="SLUICE_METRICS_TEXTFILE_DIR",
     )
     pushgateway_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("SLUICE_PUSHGATEWAY_URL", "pushgateway_url"),
+        validation_alias="SLUICE_PUSHGATEWAY_URL",
     )
     tracing: Literal["off", "otlp", "console"] = Field(
-        default="off", validation_alias=AliasChoices("SLUICE_TRACING", "tracing")
+        default="off", validation_alias="SLUICE_TRACING"
     )
 
     consumer_group_prefix: str = Field(
         default="sluice.",
-        validation_alias=AliasChoices("SLUICE_CONSUMER_GROUP_PREFIX", "consumer_group_prefix"),
+        validation_alias="SLUICE_CONSUMER_GROUP_PREFIX",
     )
     consumer_batch_max: int = Field(
         default=1000,
         ge=1,
         le=10_000,
-        validation_alias=AliasChoices("SLUICE_CONSUMER_BATCH_MAX", "consumer_batch_max"),
+        validation_alias="SLUICE_CONSUMER_BATCH_MAX",
     )
     consumer_fetch_wait_ms: int = Field(
         default=20,
         ge=0,
         le=10_000,
-        validation_alias=AliasChoices("SLUICE_CONSUMER_FETCH_WAIT_MS", "consumer_fetch_wait_ms"),
+        validation_alias="SLUICE_CONSUMER_FETCH_WAIT_MS",
     )
     consumer_session_timeout_ms: int = Field(
         default=10_000,
         ge=500,
         le=300_000,
-        validation_alias=AliasChoices(
-            "SLUICE_CONSUMER_SESSION_TIMEOUT_MS", "consumer_session_timeout_ms"
-        ),
+        validation_alias="SLUICE_CONSUMER_SESSION_TIMEOUT_MS",
     )
     consumer_retry_max_seconds: float = Field(
         default=30.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices(
-            "SLUICE_CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds"
-        ),
+        validation_alias="SLUICE_CONSUMER_RETRY_MAX_SECONDS",
     )
     dlq_max_ratio: float = Field(
         default=0.1,
         ge=0,
         le=1,
-        validation_alias=AliasChoices("SLUICE_DLQ_MAX_RATIO", "dlq_max_ratio"),
+        validation_alias="SLUICE_DLQ_MAX_RATIO",
     )
     dlq_window: int = Field(
         default=1000,
         ge=1,
         le=1_000_000,
-        validation_alias=AliasChoices("SLUICE_DLQ_WINDOW", "dlq_window"),
+        validation_alias="SLUICE_DLQ_WINDOW",
     )
 
     # Recovery: the backstop reconciler, replay and the admin trigger (recovery/).
     square_api_url: str = Field(
         default=SQUARE_API_URL,
-        validation_alias=AliasChoices("SQUARE_API_URL", "square_api_url"),
+        validation_alias="SQUARE_API_URL",
     )
     square_access_token: SecretStr | None = Field(
         default=None, validation_alias="SQUARE_ACCESS_TOKEN"
@@ -302,7 +275,19 @@ class Settings(BaseSettings):
         default=20.0,
         gt=0,
         le=1000,
-        validation_alias=AliasChoices("SQUARE_REQUESTS_PER_SECOND", "square_requests_per_second"),
+        validation_alias="SQUARE_REQUESTS_PER_SECOND",
+    )
+    square_breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        validation_alias="SQUARE_BREAKER_THRESHOLD",
+    )
+    square_breaker_reset_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias="SQUARE_BREAKER_RESET_SECONDS",
     )
     admin_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_ADMIN_TOKEN")
 
@@ -312,38 +297,34 @@ class Settings(BaseSettings):
         default=86_400,
         ge=60,
         le=30 * 86_400,
-        validation_alias=AliasChoices("SLUICE_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds"),
+        validation_alias="SLUICE_IDEMPOTENCY_TTL_SECONDS",
     )
     dedupe_retention_days: int = Field(
         default=30,
         ge=1,
         le=3650,
-        validation_alias=AliasChoices("SLUICE_DEDUPE_RETENTION_DAYS", "dedupe_retention_days"),
+        validation_alias="SLUICE_DEDUPE_RETENTION_DAYS",
     )
     changes_retention_seconds: int = Field(
         default=86_400,
         ge=60,
         le=30 * 86_400,
-        validation_alias=AliasChoices(
-            "SLUICE_CHANGES_RETENTION_SECONDS", "changes_retention_seconds"
-        ),
+        validation_alias="SLUICE_CHANGES_RETENTION_SECONDS",
     )
     airtable_user_ids: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=AliasChoices("AIRTABLE_USER_ID", "airtable_user_ids")
+        default_factory=list, validation_alias="AIRTABLE_USER_ID"
     )
     airtable_breaker_threshold: int = Field(
         default=5,
         ge=1,
         le=1000,
-        validation_alias=AliasChoices("AIRTABLE_BREAKER_THRESHOLD", "airtable_breaker_threshold"),
+        validation_alias="AIRTABLE_BREAKER_THRESHOLD",
     )
     airtable_breaker_reset_seconds: float = Field(
         default=30.0,
         gt=0,
         le=3600,
-        validation_alias=AliasChoices(
-            "AIRTABLE_BREAKER_RESET_SECONDS", "airtable_breaker_reset_seconds"
-        ),
+        validation_alias="AIRTABLE_BREAKER_RESET_SECONDS",
     )
 
     @field_validator("database_url")

@@ -8,30 +8,36 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+import stamina
 
+from devkit.embedded import EmbeddedBroker, EmbeddedPostgres
+from devkit.fakes.airtable import FakeAirtable
 from ingest.app import create_app
 from sluice.db import create_engine
-from sluice.embedded import EmbeddedBroker, EmbeddedPostgres
-from sluice.fakes.airtable import FakeAirtable
 from sluice.logging import configure_logging
 from sluice.settings import Settings
-from tests.airtable_helpers import Airtable
-from tests.apache_kafka import apache_kafka, use_apache_kafka
-from tests.services import PostgresCluster, cluster_from_env, libpq_url, running_server
+from tests.support.airtable import Airtable
+from tests.support.apache_kafka import apache_kafka, use_apache_kafka
+from tests.support.services import PostgresCluster, cluster_from_env, libpq_url, running_server
+from tests.support.square import ROTATED_KEY, SIGNATURE_KEY, WEBHOOK_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-SIGNATURE_KEY = "test-signature-key-1"
-ROTATED_KEY = "test-signature-key-2"
-WEBHOOK_URL = "https://sluice.example.com/webhooks/square"
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     configure_logging("json", "warning")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """stamina's test mode: no waits between retries, and every call keeps its own number of
+    tries (capped, not replaced), so tests still see each retry at the fake servers."""
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +92,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def airtable() -> AsyncIterator[Airtable]:
     """The fake Airtable API, running, with a leads table and a webhook in one base."""
-    fake = FakeAirtable(rate_limit_per_base=5)
+    fake = FakeAirtable()  # a test that checks the 5/s limit has the fake enforce it too
     async with running_server(fake.app) as url:
         yield Airtable(fake, url)
 

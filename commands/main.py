@@ -1,0 +1,273 @@
+"""The `sluice` command: one entry point for every component."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from commands.airtable import airtable_app, simulate_airtable
+from commands.context import begin_invocation, warn_at_start
+from commands.context import settings as load_settings
+from commands.recovery import register as register_recovery
+
+if TYPE_CHECKING:
+    import httpx
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def _invocation() -> None:
+    begin_invocation()
+
+
+simulate_app = typer.Typer(no_args_is_help=True, help="Send realistic, signed test deliveries.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Data contracts.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(airtable_app, name="airtable")
+simulate_app.command("airtable")(simulate_airtable)
+app.add_typer(topics_app, name="topics")
+register_recovery(app)
+
+DEFAULT_STATE_DIR = Path(".sluice")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="SLUICE_HOST")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="SLUICE_PORT")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="SLUICE_WORKERS", min=1)] = 1,
+) -> None:
+    """Run the webhook ingest service."""
+    from ingest.app import create_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
+
+    settings = load_settings()
+    if not settings.square_verification_configured:
+        warn_at_start(
+            "serve.square_not_configured",
+            "SQUARE_WEBHOOK_SIGNATURE_KEYS and SQUARE_WEBHOOK_URL must both be set; "
+            "until they are, POST /webhooks/square refuses every request.",
+        )
+    if workers > 1:
+        _share_metrics_between_workers()
+    # With several workers each process builds its own app (and settings) from the environment.
+    run_http_server(
+        create_app(settings) if workers == 1 else "ingest.app:create_app",
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        graceful_shutdown_seconds=10,
+    )
+
+
+def _share_metrics_between_workers() -> None:
+    """prometheus_client multiprocess mode: each worker writes its samples to files in one
+    directory and /metrics (answered by any worker) adds them up. The variable must be set
+    before the workers import prometheus_client; they inherit it from this process.
+    """
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the newest."""
+    from sluice.migrate import upgrade  # noqa: PLC0415
+
+    upgrade(load_settings().require_database_url())
+    typer.echo("migrations applied")
+
+
+@app.command()
+def relay() -> None:
+    """Publish the outbox to Kafka. Run as many as you like: they split the work."""
+    import uvloop  # noqa: PLC0415
+
+    from outbox.relay import RelayConfig, serve_relay  # noqa: PLC0415
+
+    settings = load_settings()
+    uvloop.run(serve_relay(RelayConfig.from_settings(settings), metrics_port=settings.metrics_port))
+
+
+@app.command()
+def consume(
+    name: Annotated[
+        str, typer.Argument(help="jobs, airtable-fetcher, leads or airtable-writeback")
+    ],
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Consume these topics instead of the defaults")
+    ] = None,
+    group_id: Annotated[
+        str | None, typer.Option(help="Default: SLUICE_CONSUMER_GROUP_PREFIX + name")
+    ] = None,
+) -> None:
+    """Run a consumer: apply Kafka messages to a projection; offsets commit after the database."""
+    import uvloop  # noqa: PLC0415
+
+    from consumers.registry import CONSUMERS  # noqa: PLC0415
+    from consumers.service import serve_consumer  # noqa: PLC0415
+
+    if name not in CONSUMERS:
+        raise typer.BadParameter(f"choose one of {', '.join(CONSUMERS)}")
+    settings = load_settings()
+    code = uvloop.run(serve_consumer(settings, name, topics=topic or (), group_id=group_id))
+    raise typer.Exit(code)
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Default: SLUICE_TOPIC_PARTITIONS")
+    ] = None,
+    replication_factor: Annotated[
+        int | None, typer.Option(min=1, help="Default: SLUICE_TOPIC_REPLICATION_FACTOR")
+    ] = None,
+) -> None:
+    """Create every pipeline topic and its .dlq topic that does not exist yet."""
+    import asyncio  # noqa: PLC0415
+
+    from outbox.topics import ensure_topics, pipeline_topics  # noqa: PLC0415
+
+    settings = load_settings()
+    wanted = partitions or settings.topic_partitions
+    results = asyncio.run(
+        ensure_topics(
+            settings.require_kafka(),
+            pipeline_topics(),
+            partitions=wanted,
+            replication_factor=replication_factor or settings.topic_replication_factor,
+        )
+    )
+    for topic in results:
+        typer.echo(f"{topic.name}\t{topic.partitions} partitions\t{topic.outcome}")
+    if any(topic.outcome == "partitions_differ" for topic in results):
+        typer.echo(
+            f"sluice: some topics exist with a partition count other than {wanted}", err=True
+        )
+
+
+@app.command("api")
+def api_command(
+    host: Annotated[str, typer.Option(envvar="SLUICE_API_HOST")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="SLUICE_API_PORT")] = 8002,
+) -> None:
+    """Run the App API (jobs, leads, the change stream) for the staff app and the portal."""
+    from api.app import create_api_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
+
+    settings = load_settings()
+    if settings.api_token is None:
+        warn_at_start(
+            "api.token_not_set", "SLUICE_API_TOKEN is not set; every API request gets 503."
+        )
+    run_http_server(
+        create_api_app(settings), settings, host=host, port=port, graceful_shutdown_seconds=5
+    )
+
+
+@app.command()
+def dev(
+    state_dir: Annotated[Path, typer.Option(envvar="SLUICE_STATE_DIR")] = DEFAULT_STATE_DIR,
+    port: Annotated[int, typer.Option(envvar="SLUICE_PORT")] = 8000,
+    postgres_port: Annotated[int, typer.Option(envvar="SLUICE_DEV_POSTGRES_PORT")] = 15432,
+    kafka_port: Annotated[int, typer.Option(envvar="SLUICE_DEV_KAFKA_PORT")] = 19092,
+) -> None:
+    """Run the whole pipeline locally, on embedded PostgreSQL and Kafka unless configured."""
+    from devkit.dev import DevOptions, run_dev  # noqa: PLC0415
+
+    settings = load_settings()
+    code = run_dev(settings, DevOptions(state_dir, port, postgres_port, kafka_port))
+    raise typer.Exit(code)
+
+
+@simulate_app.command("square")
+def simulate_square(
+    event_type: Annotated[str, typer.Argument(help="booking.created, booking.updated, ...")],
+    url: Annotated[str | None, typer.Option(help="Target URL (default: the running dev)")] = None,
+    key: Annotated[str | None, typer.Option(help="Signature key (default: the dev key)")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Send the same delivery N times")] = 1,
+    entity_id: Annotated[str | None, typer.Option(help="Booking or customer id")] = None,
+    version: Annotated[int, typer.Option(min=1)] = 1,
+    state_dir: Annotated[Path, typer.Option(envvar="SLUICE_STATE_DIR")] = DEFAULT_STATE_DIR,
+) -> None:
+    """Post a realistic, signed Square event to a running sluice (like `stripe trigger`)."""
+    import httpx  # noqa: PLC0415
+
+    from devkit.dev import read_dev_info  # noqa: PLC0415
+    from devkit.simulate import (  # noqa: PLC0415
+        SQUARE_EVENT_TYPES,
+        signed_square_delivery,
+        square_event,
+    )
+
+    if event_type not in SQUARE_EVENT_TYPES:
+        raise typer.BadParameter(f"choose one of {', '.join(SQUARE_EVENT_TYPES)}")
+    info = read_dev_info(state_dir)
+    target = url or info.get("square_webhook_url")
+    signing_key = key or info.get("square_signature_key")
+    if not target or not signing_key:
+        raise typer.BadParameter("no running `sluice dev` found: pass --url and --key")
+    event = square_event(event_type, entity_id=entity_id, version=version)
+    body, headers = signed_square_delivery(event, key=signing_key, url=target)
+    failed = False
+    with httpx.Client(timeout=15) as client:
+        for attempt in range(repeat):
+            response = client.post(target, content=body, headers=headers)
+            failed |= response.status_code >= 300
+            typer.echo(
+                json.dumps(
+                    {
+                        "attempt": attempt + 1,
+                        "status": response.status_code,
+                        "response": _json_or_text(response),
+                    }
+                )
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _json_or_text(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Directory for the contract files")] = Path(
+        "commands/contracts"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the files are not current")
+    ] = False,
+) -> None:
+    """Write the contracts: JSON Schema per topic payload, AsyncAPI 3, OpenAPI (HTTP)."""
+    from commands.contracts import export_contracts, stale_contracts  # noqa: PLC0415
+
+    if check:
+        stale = stale_contracts(out)
+        for name in stale:
+            typer.echo(f"sluice: {out / name} is not what `sluice schemas export` makes", err=True)
+        raise typer.Exit(1 if stale else 0)
+    for path in export_contracts(out):
+        typer.echo(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

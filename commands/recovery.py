@@ -1,0 +1,298 @@
+"""`sluice reconcile`, `sluice replay`, `sluice dlq` and `sluice admin`: putting things right.
+
+Every command prints one JSON document on stdout (progress, if any, goes to stderr) and says
+how it went in its exit code: 0 done, 1 done with errors, 75 another run holds the lock (try
+again later), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from commands.context import settings as load_settings
+from commands.context import warn_at_start
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from sluice.settings import Settings
+
+reconcile_app = typer.Typer(no_args_is_help=True, help="Backstop reconcile against a provider.")
+replay_app = typer.Typer(no_args_is_help=True, help="Deliver events again, for recovery.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list and redrive.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(reconcile_app, name="reconcile")
+    app.add_typer(replay_app, name="replay")
+    app.add_typer(dlq_app, name="dlq")
+    app.command("admin")(admin)
+
+
+def _emit(document: dict[str, Any]) -> None:
+    typer.echo(json.dumps(document, default=str))
+
+
+def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:  # noqa: ANN401 - whatever the command returns
+    return asyncio.run(coroutine)
+
+
+def parse_when(value: str, *, end: bool = False) -> datetime:
+    """`2025-01-31` (a whole day: its start, or with `end` the next day's start) or ISO 8601."""
+    try:
+        if len(value) == 10:
+            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return day + timedelta(days=1) if end else day
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date or an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _reconcile(source: str, **options: Any) -> None:  # noqa: ANN401
+    from recovery.run_metrics import RunMetrics  # noqa: PLC0415
+    from recovery.runs import EXIT_ERRORS, EXIT_LOCKED, RunLockedError, reconcile  # noqa: PLC0415
+
+    settings = load_settings()
+    metrics = RunMetrics()  # the breaker's state during the run, then the summary
+    try:
+        summary = _run(
+            reconcile(
+                settings,
+                source,  # type: ignore[arg-type]
+                show_progress=True,
+                breakers=metrics.breakers,
+                **options,
+            )
+        )
+    except RunLockedError as exc:
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(EXIT_LOCKED) from exc
+    _emit(summary.as_json())
+    _export_metrics(settings, summary, metrics)
+    if not summary.ok:
+        raise typer.Exit(EXIT_ERRORS)
+
+
+def _export_metrics(settings: Settings, summary: Any, metrics: Any) -> None:  # noqa: ANN401 - a RunSummary and its RunMetrics
+    from recovery.run_metrics import export_run  # noqa: PLC0415
+
+    try:
+        export_run(settings, summary, metrics)
+    except OSError as exc:  # a Pushgateway that is down must not fail the run itself
+        typer.echo(f"sluice: could not export metrics: {exc}", err=True)
+
+
+@reconcile_app.command("square")
+def reconcile_square(
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day or time (default: yesterday)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last day, or end time (default: tomorrow)")
+    ] = None,
+) -> None:
+    """Emit synthetic events for bookings and customers the projections miss or hold stale."""
+    from recovery.runs import default_square_window  # noqa: PLC0415
+
+    default_start, default_end = default_square_window()
+    low = parse_when(start) if start else default_start
+    high = parse_when(end, end=True) if end else default_end
+    if low >= high:
+        raise typer.BadParameter("--from must be before --to")
+    _reconcile("square", square_window=(low, high))
+
+
+@reconcile_app.command("airtable")
+def reconcile_airtable(
+    lookback_minutes: Annotated[
+        int | None, typer.Option(min=1, max=1440, help="Sweep records changed within (default 60)")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Sweep every record")] = False,
+) -> None:
+    """Drain the webhook payload backlog, then sweep the mapped tables."""
+    from recovery.reconcile_airtable import AirtableOptions  # noqa: PLC0415
+
+    if full and lookback_minutes is not None:
+        raise typer.BadParameter("give --lookback-minutes or --full, not both")
+    options = AirtableOptions(full=full)
+    if lookback_minutes is not None:
+        options = AirtableOptions(lookback_minutes=lookback_minutes)
+    _reconcile("airtable", airtable=options)
+
+
+@replay_app.command("kafka")
+def replay_kafka(
+    topic: Annotated[str, typer.Option(help="Topic whose offsets to move")],
+    group: Annotated[str, typer.Option(help="Consumer group (its consumers must be stopped)")],
+    to_datetime: Annotated[
+        str | None, typer.Option(help="First message at or after this time")
+    ] = None,
+    to_earliest: Annotated[bool, typer.Option("--to-earliest")] = False,
+    shift: Annotated[int | None, typer.Option(help="Move by N (negative: back)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Move a consumer group's committed offsets on a topic; refuses while the group is live."""
+    from recovery.replay_kafka import (  # noqa: PLC0415
+        GroupActiveError,
+        Shift,
+        Target,
+        ToDatetime,
+        ToEarliest,
+        UnknownTopicError,
+        reset_offsets,
+    )
+    from recovery.runs import EXIT_LOCKED  # noqa: PLC0415
+
+    chosen = [to_datetime is not None, to_earliest, shift is not None]
+    if sum(chosen) != 1:
+        raise typer.BadParameter("choose exactly one of --to-datetime, --to-earliest, --shift")
+    target: Target
+    if to_datetime is not None:
+        target = ToDatetime(parse_when(to_datetime))
+    elif to_earliest:
+        target = ToEarliest()
+    else:
+        target = Shift(shift or 0)
+    settings = load_settings()
+    try:
+        moves = _run(reset_offsets(settings.require_kafka(), topic, group, target, dry_run=dry_run))
+    except GroupActiveError as exc:
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(EXIT_LOCKED) from exc
+    except UnknownTopicError as exc:
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _emit(
+        {
+            "topic": topic,
+            "group": group,
+            "dry_run": dry_run,
+            "partitions": [m.as_json() for m in moves],
+        }
+    )
+
+
+@replay_app.command("store")
+def replay_store(
+    source: Annotated[str, typer.Option(help="square or airtable")],
+    since: Annotated[str | None, typer.Option(help="Received at or after (date or time)")] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (date or time)")] = None,
+    entity: Annotated[str | None, typer.Option(help="TYPE:ID, e.g. booking:abc123")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Re-enqueue stored events into the outbox (after a broker lost data)."""
+    from recovery.progress import progress_bar  # noqa: PLC0415
+    from recovery.replay_store import (  # noqa: PLC0415
+        NoRebuilderError,
+        StoreFilter,
+        count_matching,
+    )
+    from recovery.replay_store import replay_store as replay  # noqa: PLC0415
+    from sluice.db import create_engine  # noqa: PLC0415
+
+    entity_type = entity_id = None
+    if entity is not None:
+        entity_type, sep, entity_id = entity.partition(":")
+        if not sep or not entity_type or not entity_id:
+            raise typer.BadParameter("--entity must be TYPE:ID")
+    where = StoreFilter(
+        source,
+        since=parse_when(since) if since else None,
+        until=parse_when(until, end=True) if until else None,
+        entity_type=entity_type,
+        entity_id=entity_id,
+    )
+    settings = load_settings()
+
+    async def go() -> dict[str, Any]:
+        engine = create_engine(settings.require_database_url(), pool_size=2)
+        try:
+            total = await count_matching(engine, where)
+            with progress_bar("replaying", enabled=True, total=total) as progress:
+                result = await replay(engine, where, dry_run=dry_run, progress=progress)
+        finally:
+            await engine.dispose()
+        return {"source": source, "dry_run": dry_run, **result.as_json()}
+
+    try:
+        document = _run(go())
+    except NoRebuilderError as exc:
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _emit(document)
+    if document["errors"]:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    include_redriven: Annotated[bool, typer.Option("--all", help="Also redriven ones")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """Dead letters, oldest first, one JSON object per line."""
+    from recovery.dead_letters import list_dead_letters  # noqa: PLC0415
+    from sluice.db import create_engine  # noqa: PLC0415
+
+    settings = load_settings()
+
+    async def go() -> list[dict[str, Any]]:
+        engine = create_engine(settings.require_database_url(), pool_size=1)
+        try:
+            rows = await list_dead_letters(engine, pending_only=not include_redriven, limit=limit)
+        finally:
+            await engine.dispose()
+        return [row.as_json() for row in rows]
+
+    for row in _run(go()):
+        _emit(row)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    dead_letter_id: Annotated[int | None, typer.Option("--id", help="One dead letter")] = None,
+    redrive_all: Annotated[bool, typer.Option("--all", help="Every one not yet redriven")] = False,
+) -> None:
+    """Put dead letters back on their original topic (through the outbox) and mark them."""
+    from recovery.dead_letters import redrive  # noqa: PLC0415
+    from sluice.db import create_engine  # noqa: PLC0415
+
+    if (dead_letter_id is None) == (not redrive_all):
+        raise typer.BadParameter("choose exactly one of --id and --all")
+    settings = load_settings()
+
+    async def go() -> dict[str, Any]:
+        engine = create_engine(settings.require_database_url(), pool_size=1)
+        try:
+            return (await redrive(engine, dead_letter_id)).as_json()
+        finally:
+            await engine.dispose()
+
+    document = _run(go())
+    _emit(document)
+    if document["errors"] or (dead_letter_id is not None and not document["redriven"]):
+        raise typer.Exit(1)
+
+
+def admin(
+    host: Annotated[str, typer.Option(envvar="SLUICE_ADMIN_HOST")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="SLUICE_ADMIN_PORT")] = 8001,
+) -> None:
+    """Run the admin service (`POST /admin/reconcile/{square|airtable}`)."""
+    from recovery.admin import create_admin_app  # noqa: PLC0415
+    from sluice.http_server import run_http_server  # noqa: PLC0415
+
+    settings = load_settings()
+    if settings.admin_token is None:
+        warn_at_start(
+            "admin.token_not_set", "SLUICE_ADMIN_TOKEN is not set; every admin request gets 503"
+        )
+    # No drain limit: a reconcile run answers at its end, and a stop should not cut it off.
+    run_http_server(
+        create_admin_app(settings), settings, host=host, port=port, graceful_shutdown_seconds=None
+    )

@@ -1,0 +1,1 @@
+"""Tests of the consumer runtime, the projections and their upsert builder."""

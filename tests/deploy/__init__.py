@@ -1,0 +1,1 @@
+"""Tests of the image, Kubernetes, compose and observability files."""

@@ -1,0 +1,1 @@
+"""Tests of the webhook endpoints and the Airtable fetch."""

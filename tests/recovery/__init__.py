@@ -1,0 +1,1 @@
+"""Tests of the reconcilers, replay, dead-letter redrive and the admin trigger."""

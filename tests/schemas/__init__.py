@@ -1,0 +1,1 @@
+"""Tests of data shapes and the contracts made from them."""
