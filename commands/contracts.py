@@ -6,7 +6,7 @@
 - `openapi.json`: OpenAPI 3.1 for the HTTP endpoints of ingest and admin;
 - `openapi-app-api.json`: the App API's own document, when that package is present.
 
-`sluice schemas export` writes them to `commands/contracts/`; `--check` (and a test) fails when
+`sluice schemas export` writes them to `schemas/contracts/`; `--check` (and a test) fails when
 the committed files differ from what the models generate.
 """
 
@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic.json_schema import models_json_schema
 
+from api.openapi import openapi_document as app_api_document
 from commands.topic_schemas import PAYLOAD_MODELS, topic_schema
 from schemas.airtable import AirtablePing
 from schemas.square import SquareEvent
 from schemas.topics import dlq_topic
-from sluice.query import MAX_INSTANT_LENGTH
+from sluice.query import MAX_INSTANT_LENGTH, MAX_TEXT_LENGTH
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -179,6 +180,17 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "duplicate"],
     },
     "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Journey": {
+        "type": "object",
+        "properties": {
+            "event": {"type": "object", "description": "the stored event, without its body"},
+            "outbox": {"type": "array", "items": {"type": "object"}},
+            "published": {"type": ["object", "null"]},
+            "outcomes": {"type": "array", "items": {"type": "object"}},
+            "dead_letters": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["event", "outbox", "published", "outcomes", "dead_letters"],
+    },
     "ReconcileSummary": {
         "type": "object",
         "properties": {
@@ -319,6 +331,7 @@ def openapi_document() -> dict[str, Any]:
             },
         }
     }
+    events = _admin_event_paths()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -326,7 +339,8 @@ def openapi_document() -> dict[str, Any]:
             "version": _version(),
             "description": (
                 "Ingest (`sluice serve`, internet-facing, port 8000) takes provider webhooks; "
-                "admin (`sluice admin`, cluster-internal, port 8001) triggers reconciles."
+                "admin (`sluice admin`, cluster-internal, port 8001) triggers reconciles and "
+                "answers what happened to each event."
             ),
         },
         "tags": [{"name": "ingest"}, {"name": "admin"}],
@@ -341,20 +355,13 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": _status("Readiness: the database answers", "ingest", can_fail=True),
             "/metrics": _metrics("ingest"),
             "/admin/reconcile/{source}": reconcile,
+            **events,
         },
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
-
-
-def _app_api_document() -> dict[str, Any] | None:
-    try:
-        from api.openapi import openapi_document as app_api  # noqa: PLC0415 - optional package
-    except ImportError:
-        return None
-    return app_api()
 
 
 def _version() -> str:
@@ -368,14 +375,68 @@ def _render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
+def _admin_event_paths() -> dict[str, Any]:
+    """`GET /admin/events/{ref}` and `GET /admin/events?entity=` (recovery/admin_events.py)."""
+    refused = {
+        "401": _problem("missing or wrong bearer token"),
+        "503": _problem("SLUICE_ADMIN_TOKEN is not set, or the database is unreachable"),
+    }
+    text = {"type": "string", "maxLength": MAX_TEXT_LENGTH}
+    journey = {
+        "summary": "An event's journey: received, stored, published, each consumer's outcome",
+        "tags": ["admin"],
+        "security": [{"bearer": []}],
+        "parameters": [
+            {
+                "name": "ref",
+                "in": "path",
+                "required": True,
+                "description": "sluice's event id or the provider's",
+                "schema": text,
+            }
+        ],
+        "responses": {
+            "200": _json_body("found", {"$ref": _REF.format(model="Journey")}),
+            "400": _problem("not an event id (too long, or holding a NUL)"),
+            "404": _problem("no stored event has this id"),
+            **refused,
+        },
+    }
+    by_entity = {
+        "summary": "What the consumers did lately with events about one entity, newest first",
+        "tags": ["admin"],
+        "security": [{"bearer": []}],
+        "parameters": [
+            {
+                "name": "entity",
+                "in": "query",
+                "required": True,
+                "description": "a booking, customer or Airtable record id; at most once",
+                "schema": text,
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "at most once",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            },
+        ],
+        "responses": {
+            "200": _json_body("the outcomes", {"type": "object"}),
+            "400": _problem("entity missing, or a parameter not valid"),
+            **refused,
+        },
+    }
+    return {"/admin/events": {"get": by_entity}, "/admin/events/{ref}": {"get": journey}}
+
+
 def contract_files() -> dict[str, str]:
     """File name → content of every contract, as `sluice schemas export` writes them."""
     files = {f"{topic.value}.schema.json": _render(topic_schema(topic)) for topic in PAYLOAD_MODELS}
     files[ASYNCAPI_FILE] = _render(asyncapi_document())
     files[OPENAPI_FILE] = _render(openapi_document())
-    app_api = _app_api_document()
-    if app_api is not None:
-        files[APP_API_OPENAPI_FILE] = _render(app_api)
+    files[APP_API_OPENAPI_FILE] = _render(app_api_document())
     return files
 
 

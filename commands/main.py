@@ -248,7 +248,7 @@ def _json_or_text(response: httpx.Response) -> object:
 @schemas_app.command("export")
 def schemas_export(
     out: Annotated[Path, typer.Option(help="Directory for the contract files")] = Path(
-        "commands/contracts"
+        "schemas/contracts"
     ),
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 if the files are not current")

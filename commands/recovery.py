@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -18,13 +18,16 @@ from commands.context import settings as load_settings
 from commands.context import warn_at_start
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine
 
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from recovery.pause import PauseChange
     from sluice.settings import Settings
 
 reconcile_app = typer.Typer(no_args_is_help=True, help="Backstop reconcile against a provider.")
 replay_app = typer.Typer(no_args_is_help=True, help="Deliver events again, for recovery.")
-dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list and redrive.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list, redrive and discard.")
 
 
 def register(app: typer.Typer) -> None:
@@ -32,13 +35,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(replay_app, name="replay")
     app.add_typer(dlq_app, name="dlq")
     app.command("admin")(admin)
+    app.command("pause")(pause_command)
+    app.command("resume")(resume_command)
+    app.command("paused")(paused_command)
 
 
 def _emit(document: dict[str, Any]) -> None:
     typer.echo(json.dumps(document, default=str))
 
 
-def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:  # noqa: ANN401 - whatever the command returns
+R = TypeVar("R")
+
+
+def _run(coroutine: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coroutine)
 
 
@@ -232,25 +241,19 @@ def replay_store(
 
 @dlq_app.command("list")
 def dlq_list(
-    include_redriven: Annotated[bool, typer.Option("--all", help="Also redriven ones")] = False,
+    include_redriven: Annotated[
+        bool, typer.Option("--all", help="Also redriven and discarded ones")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """Dead letters, oldest first, one JSON object per line."""
     from recovery.dead_letters import list_dead_letters  # noqa: PLC0415
-    from sluice.db import create_engine  # noqa: PLC0415
 
-    settings = load_settings()
-
-    async def go() -> list[dict[str, Any]]:
-        engine = create_engine(settings.require_database_url(), pool_size=1)
-        try:
-            rows = await list_dead_letters(engine, pending_only=not include_redriven, limit=limit)
-        finally:
-            await engine.dispose()
-        return [row.as_json() for row in rows]
-
-    for row in _run(go()):
-        _emit(row)
+    rows = _with_engine(
+        lambda engine: list_dead_letters(engine, pending_only=not include_redriven, limit=limit)
+    )
+    for row in rows:
+        _emit(row.as_json())
 
 
 @dlq_app.command("redrive")
@@ -259,24 +262,102 @@ def dlq_redrive(
     redrive_all: Annotated[bool, typer.Option("--all", help="Every one not yet redriven")] = False,
 ) -> None:
     """Put dead letters back on their original topic (through the outbox) and mark them."""
+    from recovery.audit import command_line_actor  # noqa: PLC0415
     from recovery.dead_letters import redrive  # noqa: PLC0415
-    from sluice.db import create_engine  # noqa: PLC0415
 
-    if (dead_letter_id is None) == (not redrive_all):
-        raise typer.BadParameter("choose exactly one of --id and --all")
-    settings = load_settings()
-
-    async def go() -> dict[str, Any]:
-        engine = create_engine(settings.require_database_url(), pool_size=1)
-        try:
-            return (await redrive(engine, dead_letter_id)).as_json()
-        finally:
-            await engine.dispose()
-
-    document = _run(go())
+    chosen = _one_or_all(dead_letter_id, redrive_all)
+    document = _with_engine(
+        lambda engine: redrive(engine, chosen, actor=command_line_actor())
+    ).as_json()
     _emit(document)
     if document["errors"] or (dead_letter_id is not None and not document["redriven"]):
         raise typer.Exit(1)
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept with it and audited")],
+    dead_letter_id: Annotated[int | None, typer.Option("--id", help="One dead letter")] = None,
+    discard_all: Annotated[bool, typer.Option("--all", help="Every pending one")] = False,
+) -> None:
+    """Mark dead letters discarded, with a reason: nothing is put back on a topic."""
+    from recovery.audit import command_line_actor  # noqa: PLC0415
+    from recovery.dead_letters import discard  # noqa: PLC0415
+
+    chosen = _one_or_all(dead_letter_id, discard_all)
+    if not reason.strip():
+        raise typer.BadParameter("give a reason", param_hint="--reason")
+    document = _with_engine(
+        lambda engine: discard(engine, chosen, reason=reason, actor=command_line_actor())
+    ).as_json()
+    _emit(document)
+    if dead_letter_id is not None and not document["discarded"]:
+        typer.echo(f"sluice: dead letter {dead_letter_id} is not pending", err=True)
+        raise typer.Exit(1)
+
+
+def _one_or_all(dead_letter_id: int | None, every: bool) -> int | None:
+    if (dead_letter_id is None) == (not every):
+        raise typer.BadParameter("choose exactly one of --id and --all")
+    return dead_letter_id
+
+
+def _with_engine(work: Callable[[AsyncEngine], Awaitable[R]]) -> R:
+    """Run `work` on an engine for this invocation's database, then dispose of it."""
+    from sluice.db import create_engine  # noqa: PLC0415
+
+    settings = load_settings()
+
+    async def go() -> R:
+        engine = create_engine(settings.require_database_url(), pool_size=1)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return _run(go())
+
+
+def pause_command(
+    component: Annotated[str, typer.Argument(help="relay, or consumer:<name> (consumer:jobs)")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why: kept and audited")] = None,
+) -> None:
+    """Pause a consumer group or the relay on every replica, within seconds, until resumed.
+    Webhooks are still accepted and stored."""
+    from recovery.audit import command_line_actor  # noqa: PLC0415
+    from recovery.pause import pause  # noqa: PLC0415
+
+    _pause_or_resume(
+        lambda engine: pause(engine, component, actor=command_line_actor(), reason=reason)
+    )
+
+
+def resume_command(
+    component: Annotated[str, typer.Argument(help="relay, or consumer:<name> (consumer:jobs)")],
+) -> None:
+    """Resume a paused consumer group or relay."""
+    from recovery.audit import command_line_actor  # noqa: PLC0415
+    from recovery.pause import resume  # noqa: PLC0415
+
+    _pause_or_resume(lambda engine: resume(engine, component, actor=command_line_actor()))
+
+
+def paused_command() -> None:
+    """The paused components, one JSON object per line."""
+    from recovery.pause import paused_components  # noqa: PLC0415
+
+    for row in _with_engine(paused_components):
+        _emit(row)
+
+
+def _pause_or_resume(work: Callable[[AsyncEngine], Awaitable[PauseChange]]) -> None:
+    from recovery.pause import UnknownComponentError  # noqa: PLC0415
+
+    try:
+        change = _with_engine(work)
+    except UnknownComponentError as exc:
+        raise typer.BadParameter(str(exc), param_hint="COMPONENT") from exc
+    _emit(change.as_json())
 
 
 def admin(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from consumers.errors import InvalidMessageError
-from consumers.message import Decoded
+from consumers.message import Applied, Decoded
 from ingest.airtable_fetch import UnknownWebhookError, fetch_webhook, register_webhook
 from outbox.enqueue import OutboxMessage, enqueue
 from schemas.airtable import SOURCE, AirtablePing
@@ -75,7 +75,7 @@ class AirtableFetcher:
         ping = event.data
         return Decoded(event.id, Ping(ping.webhook.id, ping.base.id))
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> Tally:
+    async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> Applied:
         engine = conn.engine
         tally: Tally = Counter()
         for ping in {p.webhook_id: p for p in items}.values():
@@ -92,7 +92,7 @@ class AirtableFetcher:
             tally[("sluice_airtable_tables_destroyed", ())] += len(result.destroyed_tables)
             if result.more:
                 await enqueue(conn, [continuation(ping)])
-        return tally
+        return Applied(tally)
 
 
 def continuation(ping: Ping) -> OutboxMessage:

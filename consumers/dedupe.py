@@ -1,5 +1,7 @@
 """Exactly-once effect: a consumer records each event id it applies, in the same transaction.
 
+The record is also that event's journey through this consumer (consumers/journey.py): where the
+message came from and sat on Kafka, the entity it is about, and whether it was applied or stale.
 Records are kept for SLUICE_DEDUPE_RETENTION_DAYS; each consumer process prunes its own.
 """
 
@@ -11,25 +13,42 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sluice.db import DatabaseUnavailableError, autocommit, driver_connection
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from consumers.message import ConsumedMessage
+
 log = structlog.get_logger(__name__)
 
 # Run on the driver connection (psycopg placeholders): see claim_events.
 _CLAIM = """
-    INSERT INTO consumer_dedupe (consumer, event_id)
-    SELECT %(consumer)s, e FROM unnest(CAST(%(event_ids)s AS text[])) AS e
+    INSERT INTO consumer_dedupe
+        (consumer, event_id, origin, topic, partition, "offset", entity_key, published_at)
+    SELECT %(consumer)s, c->>0, c->>1, c->>2, CAST(c->>3 AS int), CAST(c->>4 AS bigint),
+           c->>5, to_timestamp(CAST(c->>6 AS bigint) / 1000.0)
+    FROM json_array_elements(CAST(%(claims)s AS json)) AS c
     ON CONFLICT DO NOTHING
     RETURNING event_id
     """
+_STALE = """
+    UPDATE consumer_dedupe AS d SET outcome = 'stale', detail = CAST(s.detail AS jsonb)
+    FROM unnest(CAST(%(event_ids)s AS text[]), CAST(%(details)s AS text[])) AS s(e, detail)
+    WHERE d.consumer = %(consumer)s AND d.event_id = s.e
+    """
 
 
-async def claim_events(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) -> set[str]:
-    """Record `event_ids` as applied by `consumer`; returns those not recorded before.
+async def claim_events(
+    conn: AsyncConnection,
+    consumer: str,
+    event_ids: Sequence[str],
+    messages: Sequence[ConsumedMessage] | None = None,
+) -> set[str]:
+    """Record `event_ids` as applied by `consumer`; returns those not recorded before. With
+    `messages` (one per id), each record keeps where its message came from.
 
     If the caller's transaction rolls back, so do the records: an event counts as applied only
     when its effect committed. This is usually a batch's first statement, so it goes in pipeline
@@ -37,37 +56,80 @@ async def claim_events(conn: AsyncConnection, consumer: str, event_ids: Sequence
     """
     if not event_ids:
         return set()
+    params = {"consumer": consumer, "claims": _claims(event_ids, messages)}
     driver = await driver_connection(conn)
     async with driver.pipeline():
-        cursor = await driver.execute(_CLAIM, {"consumer": consumer, "event_ids": list(event_ids)})
+        cursor = await driver.execute(_CLAIM, params)
     return {row[0] for row in await cursor.fetchall()}
 
 
-# Old records of one consumer, a batch at a time, so no delete holds many locks for long.
-_PRUNE = """
-    DELETE FROM consumer_dedupe WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM consumer_dedupe
-        WHERE consumer = %(consumer)s AND applied_at < now() - make_interval(days => %(days)s)
+def _claims(event_ids: Sequence[str], messages: Sequence[ConsumedMessage] | None) -> str:
+    """The records as one JSON document of arrays (event id, origin, topic, partition, offset,
+    key, publish time): far cheaper to send than a PostgreSQL array per column."""
+    if messages is None:
+        return json_text([(nul_free(e),) for e in event_ids])
+    return json_text(
+        [
+            (
+                nul_free(e),
+                m.origin,
+                m.topic,
+                m.partition,
+                m.offset,
+                None if m.key is None else nul_free(m.key.decode("utf-8", "replace")),
+                m.timestamp,
+            )
+            for e, m in zip(event_ids, messages, strict=True)
+        ]
+    )
+
+
+async def mark_stale(conn: AsyncConnection, consumer: str, stale: dict[str, str]) -> None:
+    """Mark applied records stale: event id -> why, as JSON text (the row's version and the
+    event's). Rare, so a statement of its own costs the common batch nothing."""
+    if not stale:
+        return
+    params = {"consumer": consumer, "event_ids": list(stale), "details": list(stale.values())}
+    await (await driver_connection(conn)).execute(_STALE, params)
+
+
+def nul_free(value: str) -> str:
+    # No PostgreSQL text holds NUL, and a key or header may hold anything.
+    return value.replace("\x00", "")
+
+
+# Old records of one consumer, a batch at a time, so no delete holds many locks for long: its
+# dedupe records, and the outcomes of its journey (consumers/journey.py), which live as long.
+_PRUNES = [
+    f"""
+    DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {table}
+        WHERE consumer = %(consumer)s AND {column} < now() - make_interval(days => %(days)s)
         LIMIT %(batch)s))
-    """
+    """  # noqa: S608 - our own table names
+    for table, column in (("consumer_dedupe", "applied_at"), ("event_outcomes", "recorded_at"))
+]
 
 
 async def prune_claims(
     engine: AsyncEngine, consumer: str, retention_days: int, *, batch: int = 10_000
 ) -> int:
-    """Delete `consumer`'s records older than `retention_days`; returns how many went.
+    """Delete `consumer`'s records (and journey outcomes) older than `retention_days`; returns
+    how many dedupe records went.
 
     A record only has to outlive every redelivery of its event: Kafka's retention of the topic,
     and the age of anything one would replay. The retention setting must be longer than both.
     """
     params = {"consumer": consumer, "days": retention_days, "batch": batch}
-    pruned = 0
-    while True:
-        async with autocommit(engine) as conn:
-            cursor = await (await driver_connection(conn)).execute(_PRUNE, params)
-        pruned += cursor.rowcount
-        if cursor.rowcount < batch:
-            return pruned
+    pruned = [0, 0]
+    for n, statement in enumerate(_PRUNES):
+        while True:
+            async with autocommit(engine) as conn:
+                cursor = await (await driver_connection(conn)).execute(statement, params)
+            pruned[n] += cursor.rowcount
+            if cursor.rowcount < batch:
+                break
+    return pruned[0]
 
 
 async def keep_pruned(

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from consumers.errors import InvalidMessageError
-from consumers.message import Decoded
-from consumers.upsert import newest_per_key, refresh_cached, repoint, upsert
+from consumers.message import Applied, Decoded
+from consumers.upsert import refresh_cached, repoint, upsert, upsert_newest
 from schemas.projections import JOBS, SQUARE_CUSTOMERS
 from schemas.square_objects import CustomerMerge, SquareChange, SquareChangeEvent
 from schemas.topics import Topic
@@ -84,14 +84,16 @@ class JobsProjection:
             return Decoded(event_id, _customer_change(change))
         return None  # another Square entity: not this projection's business
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[JobsChange]) -> None:
-        customers = [i for i in items if isinstance(i, CustomerChange)]
-        bookings = [i for i in items if isinstance(i, BookingChange)]
+    async def apply(self, conn: AsyncConnection, items: Sequence[JobsChange]) -> Applied:
+        customers = [(n, i) for n, i in enumerate(items) if isinstance(i, CustomerChange)]
+        bookings = [(n, i) for n, i in enumerate(items) if isinstance(i, BookingChange)]
+        stale: dict[int, dict[str, Any]] = {}
         # Customers first, so bookings in the same batch pick up their fresh cache.
         if customers:
-            await _apply_customers(conn, customers)
+            stale |= await _apply_customers(conn, customers)
         if bookings:
-            await _apply_bookings(conn, bookings)
+            stale |= await _apply_bookings(conn, bookings)
+        return Applied(stale=stale)
 
 
 def _booking_change(change: SquareChange) -> BookingChange:
@@ -154,11 +156,15 @@ def _first_per_key(key: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, A
     return list(first.values())
 
 
-async def _apply_customers(conn: AsyncConnection, changes: Sequence[CustomerChange]) -> None:
+async def _apply_customers(
+    conn: AsyncConnection, indexed: Sequence[tuple[int, CustomerChange]]
+) -> dict[int, dict[str, Any]]:
+    """Returns the stale changes by their position in the batch."""
     key = SQUARE_CUSTOMERS.key
-    touched: set[str] = set()
-    full = newest_per_key(SQUARE_CUSTOMERS, [c.row for c in changes if c.row is not None])
-    touched |= await upsert(conn, SQUARE_CUSTOMERS, full)
+    changes = [c for _, c in indexed]
+    versioned = [(n, c.row) for n, c in indexed if c.row is not None]
+    stale = await upsert_newest(conn, SQUARE_CUSTOMERS, [row for _, row in versioned])
+    touched = {row[key] for i, (_, row) in enumerate(versioned) if i not in stale}
     bare_deletions = _first_per_key(
         key,
         (
@@ -185,9 +191,14 @@ async def _apply_customers(conn: AsyncConnection, changes: Sequence[CustomerChan
         await repoint(conn, JOBS, "customer_id", merged_away, merge.to_customer_id)
         touched.add(merge.to_customer_id)
     await refresh_cached(conn, JOBS, "customer_id", touched)
+    return {versioned[i][0]: why for i, why in stale.items()}
 
 
-async def _apply_bookings(conn: AsyncConnection, changes: Sequence[BookingChange]) -> None:
+async def _apply_bookings(
+    conn: AsyncConnection, indexed: Sequence[tuple[int, BookingChange]]
+) -> dict[int, dict[str, Any]]:
+    """Returns the stale changes by their position in the batch."""
     # The upsert follows customer merges (JOBS declares customer_id a redirect) and copies the
     # customer cache, all in one statement.
-    await upsert(conn, JOBS, newest_per_key(JOBS, [c.row for c in changes]))
+    stale = await upsert_newest(conn, JOBS, [c.row for _, c in indexed])
+    return {indexed[i][0]: why for i, why in stale.items()}

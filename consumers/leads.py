@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from consumers.airtable_projection import MappingResolver, apply_record_changes
 from consumers.errors import InvalidMessageError
-from consumers.message import Decoded
+from consumers.message import Applied, Decoded
 from schemas.airtable import RecordEvent
 from schemas.envelope import CloudEvent
 from schemas.leads import AIRTABLE_MAPPINGS
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from consumers.message import ConsumedMessage, Tally
+    from consumers.message import ConsumedMessage
     from providers.airtable import AirtableClient
     from schemas.airtable import RecordChange, TableDestroyed
     from schemas.airtable_mapping import TableMapping
@@ -61,7 +61,7 @@ class LeadsProjection:
 
     async def apply(
         self, conn: AsyncConnection, items: Sequence[RecordChange | TableDestroyed]
-    ) -> Tally:
+    ) -> Applied:
         # The schema lookup (once per base) may find Airtable unavailable: a TransientError, so
         # the batch is retried.
-        return await apply_record_changes(conn, self._resolver, items, self._own_user_ids)
+        return Applied(await apply_record_changes(conn, self._resolver, items, self._own_user_ids))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from schemas.origins import ORIGIN_HEADERS, origin_of
 from sluice.metrics import MetricName
 
 if TYPE_CHECKING:
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+    from schemas.origins import Origin
 
 T = TypeVar("T")
 
@@ -23,6 +27,17 @@ Tally = Counter[tuple[MetricName, tuple[str, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    """What a projection reports of a batch it applied: what to count once it commits, and which
+    of the items (by their position in the batch) changed nothing because the row already held
+    that version or a newer one, with the row's version and the event's. The rest were applied.
+    """
+
+    tally: Tally = field(default_factory=Counter)
+    stale: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ConsumedMessage:
     topic: str
     partition: int
@@ -30,6 +45,7 @@ class ConsumedMessage:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int | None = None  # milliseconds since the epoch
 
     @classmethod
     def from_record(cls, record: Any) -> ConsumedMessage:  # noqa: ANN401 - aiokafka is untyped
@@ -40,7 +56,24 @@ class ConsumedMessage:
             key=record.key,
             value=record.value,
             headers=tuple(record.headers or ()),
+            timestamp=record.timestamp,
         )
+
+    @property
+    def published_at(self) -> datetime | None:
+        """When the relay published it: the record's timestamp (set by the producer)."""
+        if self.timestamp is None:
+            return None
+        return datetime.fromtimestamp(self.timestamp / 1000, UTC)
+
+    @property
+    def origin(self) -> Origin:
+        """Where the message came from, as its headers say (schemas/origins.py)."""
+        # Only the headers that tell: decoding every header of every message costs a consumer.
+        telling = [(name, value) for name, value in self.headers if name in ORIGIN_HEADERS]
+        if not telling:
+            return "delivered"
+        return origin_of({name: value.decode("utf-8", "replace") for name, value in telling})
 
     def header(self, name: str) -> str | None:
         for header_name, value in self.headers:
@@ -72,9 +105,9 @@ class Projection(Protocol[T]):
     def decode(self, message: ConsumedMessage) -> Decoded[T] | None:
         """`None`: not for this projection (acknowledged, no effect). Raises InvalidMessageError."""
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[T]) -> Tally | None:
+    async def apply(self, conn: AsyncConnection, items: Sequence[T]) -> Applied | None:
         """Apply decoded, not yet seen messages, in order, inside the caller's transaction;
-        returns what to count once it commits, if anything."""
+        returns what to count once it commits and which items were stale, if anything."""
 
 
 @runtime_checkable

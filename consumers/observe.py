@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.airtable_webhooks import nearest_expiry
@@ -60,7 +60,13 @@ class _StatsCollector(Collector):
         failures.add_metric([name], stats.failures)
         dead = family("sluice_consumer_dead_lettered")
         dead.add_metric([name], stats.dead_lettered)
-        yield from (batches, processed, failures, dead)
+        paused = GaugeMetricFamily(
+            "sluice_component_paused",
+            SPECS["sluice_component_paused"].help,
+            labels=SPECS["sluice_component_paused"].labels,
+        )
+        paused.add_metric([self._runtime.pause.component], int(self._runtime.pause.paused))
+        yield from (batches, processed, failures, dead, paused)
         # The projection's own counts: one family per metric, a sample per label set.
         tallied: dict[MetricName, CounterMetricFamily] = {}
         for (metric, labels), count in sorted(stats.tally.items()):

@@ -41,12 +41,15 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from consumers.dead_letters import DeadLetter, DeadLetterBudget, record_dead_letters
-from consumers.dedupe import claim_events
+from consumers.dedupe import claim_events, mark_stale
+from consumers.journey import Outcome, record_outcomes
 from consumers.message import ConsumedMessage, Decoded
 from outbox.producer import KafkaUnavailableError
 from sluice.db import savepoint, transaction
 from sluice.errors import InvalidInputError, TransientError
 from sluice.gc_policy import freeze_startup_objects
+from sluice.jsontext import json_text
+from sluice.pause import PauseWatch, consumer_component
 from sluice.resilience import Backoff
 
 if TYPE_CHECKING:
@@ -79,6 +82,7 @@ class ConsumerConfig:
     retry_max_seconds: float = 30.0
     # Bounded waits: for the batch in flight when partitions are revoked, and at stop.
     drain_timeout_seconds: float = 10.0
+    pause_check_seconds: float = 30.0  # the pause flag's fallback poll (sluice/pause.py)
 
     @classmethod
     def from_settings(
@@ -102,7 +106,8 @@ class ConsumerConfig:
 class ConsumerStats:
     batches: int = 0
     messages: int = 0
-    applied: int = 0
+    applied: int = 0  # stale ones included: their event is applied, with no effect on the row
+    stale: int = 0
     duplicates: int = 0
     ignored: int = 0
     dead_lettered: int = 0
@@ -117,6 +122,24 @@ class BatchOutcome:
     ignored: int
     dead: list[DeadLetter]
     tally: Tally = field(default_factory=Counter)
+    stale: int = 0  # of those applied: the row already held that version or a newer one
+
+
+@dataclass(slots=True)
+class _Claimed:
+    """What claiming and applying some messages came to: how many were applied (the stale among
+    them counted too), and the duplicates, whose outcome no dedupe record holds."""
+
+    applied: int = 0
+    stale: int = 0
+    duplicates: list[Outcome] = field(default_factory=list)
+    tally: Tally = field(default_factory=Counter)
+
+    def add(self, other: _Claimed) -> None:
+        self.applied += other.applied
+        self.stale += other.stale
+        self.duplicates += other.duplicates
+        self.tally.update(other.tally)
 
 
 @dataclass(slots=True)
@@ -127,16 +150,13 @@ class _Prepared(Generic[T]):
     messages: list[ConsumedMessage]
     decoded: list[tuple[ConsumedMessage, Decoded[T]]] = field(default_factory=list)
     undecodable: list[DeadLetter] = field(default_factory=list)
-
-    @property
-    def ignored(self) -> int:
-        """Messages not for this projection: each message is decoded, undecodable or ignored."""
-        return len(self.messages) - len(self.decoded) - len(self.undecodable)
+    ignored: list[ConsumedMessage] = field(default_factory=list)  # not for this projection
 
     def extend(self, later: _Prepared[T]) -> None:
         self.messages += later.messages
         self.decoded += later.decoded
         self.undecodable += later.undecodable
+        self.ignored += later.ignored
 
     def only(self, partitions: set[TopicPartition]) -> _Prepared[T]:
         def kept(m: ConsumedMessage) -> bool:
@@ -148,6 +168,7 @@ class _Prepared(Generic[T]):
             [m for m in self.messages if kept(m)],
             [(m, item) for m, item in self.decoded if kept(m)],
             [letter for letter in self.undecodable if kept(letter.message)],
+            [m for m in self.ignored if kept(m)],
         )
 
 
@@ -201,6 +222,9 @@ class ConsumerRuntime(Generic[T]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(consumer=projection.name, group_id=config.group_id)
+        self.pause = PauseWatch(
+            engine, consumer_component(projection.name), every_seconds=config.pause_check_seconds
+        )
 
     @property
     def name(self) -> str:
@@ -236,7 +260,14 @@ class ConsumerRuntime(Generic[T]):
                 await self._retrying("start", functools.partial(_kafka_start, client))
             self._log.info("consumer.started", topics=list(self.projection.topics))
             freeze_startup_objects()
-            await self._consume(consumer, producer)
+            await self.pause.check()  # a paused consumer must not apply even its first batch
+            watching = asyncio.create_task(self.pause.run(self._stopping), name="pause-watch")
+            try:
+                await self._consume(consumer, producer)
+            finally:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
         except _StoppingError:
             pass  # stopped while the broker was still out of reach: nothing was consumed
         finally:
@@ -252,7 +283,7 @@ class ConsumerRuntime(Generic[T]):
         in_flight: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
-                records = await consumer.getmany(timeout_ms=c.poll_ms, max_records=c.batch_max)
+                records = await self._fetch(consumer, c.poll_ms, c.batch_max)
                 if in_flight is not None and in_flight.done():
                     finished, in_flight = in_flight, None
                     finished.result()  # the batch's failure, if it had one
@@ -264,7 +295,7 @@ class ConsumerRuntime(Generic[T]):
                     await running
                     # What arrived meanwhile joins this batch instead of waiting a whole turn.
                     room = c.batch_max - len(prepared.messages)
-                    more = await consumer.getmany(timeout_ms=0, max_records=room) if room else {}
+                    more = await self._fetch(consumer, 0, room) if room else {}
                     if more:
                         prepared.extend(self._decode(_messages(more)))
                     # A rebalance meanwhile may have taken partitions: their next owner has them.
@@ -282,6 +313,25 @@ class ConsumerRuntime(Generic[T]):
                 in_flight.cancel()
                 with contextlib.suppress(asyncio.CancelledError, _StoppingError):
                     await in_flight
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Any]]:
+        """The next records, or none while paused. A paused consumer still polls, with every
+        partition paused, so it keeps its place in the group; a record that slips through (from
+        a partition assigned during the poll) is put back by seeking to it."""
+        if self.pause.paused:
+            consumer.pause(*consumer.assignment())
+        elif consumer.paused():
+            consumer.resume(*consumer.paused())
+        records: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            timeout_ms=timeout_ms, max_records=max_records
+        )
+        if self.pause.paused and records:
+            for tp, batch in records.items():
+                consumer.seek(tp, batch[0].offset)
+            return {}
+        return records
 
     async def _handle(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prepared: _Prepared[T]
@@ -302,6 +352,7 @@ class ConsumerRuntime(Generic[T]):
         s.batches += 1
         s.messages += len(batch)
         s.applied += outcome.applied
+        s.stale += outcome.stale
         s.duplicates += outcome.duplicates
         s.ignored += outcome.ignored
         s.dead_lettered += len(outcome.dead)
@@ -333,7 +384,9 @@ class ConsumerRuntime(Generic[T]):
                 letter = DeadLetter(message, exc, message.header("ce_id"), bug=bug)
                 prepared.undecodable.append(letter)
                 continue
-            if item is not None:
+            if item is None:
+                prepared.ignored.append(message)
+            else:
                 prepared.decoded.append((message, item))
         return prepared
 
@@ -345,19 +398,19 @@ class ConsumerRuntime(Generic[T]):
         self._budget.check(total, len(undecodable))
         try:
             async with transaction(self._engine) as conn:
-                applied, duplicates, tally = await self._claim_and_apply(conn, decoded)
-                await record_dead_letters(conn, self.name, undecodable)
-            letters = list(undecodable)
+                done = await self._claim_and_apply(conn, decoded)
+                letters = list(undecodable)
+                await self._record_rest(conn, prepared, letters, done.duplicates)
         except Exception as exc:
             if verdict(exc) == "retry":
                 raise
             self._log.warning("consumer.batch_isolating", error=str(exc)[:500])
             async with transaction(self._engine) as conn:
-                applied, duplicates, tally, dead = await self._apply_one_by_one(conn, decoded)
+                done, dead = await self._apply_one_by_one(conn, decoded)
                 letters = [*undecodable, *dead]
                 # Before the commit: a batch that would pass the limit is applied nowhere.
                 self._budget.check(total, len(letters))
-                await record_dead_letters(conn, self.name, letters)
+                await self._record_rest(conn, prepared, letters, done.duplicates)
         for letter in letters:
             m = letter.message
             self._log.warning(
@@ -369,18 +422,46 @@ class ConsumerRuntime(Generic[T]):
                 error_type=letter.error_type,
                 error=letter.error_text[:500],
             )
-        return BatchOutcome(applied, duplicates, prepared.ignored, letters, tally)
+        return BatchOutcome(
+            applied=done.applied,
+            duplicates=len(done.duplicates),
+            ignored=len(prepared.ignored),
+            dead=letters,
+            tally=done.tally,
+            stale=done.stale,
+        )
+
+    async def _record_rest(
+        self,
+        conn: AsyncConnection,
+        prepared: _Prepared[T],
+        letters: list[DeadLetter],
+        duplicates: list[Outcome],
+    ) -> None:
+        """The dead letters, and the outcomes no dedupe record holds, in the batch's
+        transaction (an applied or stale event's outcome is its dedupe record)."""
+        await record_dead_letters(conn, self.name, letters)
+        rest = [Outcome(m, m.header("ce_id"), "ignored") for m in prepared.ignored]
+        rest += [
+            Outcome(
+                d.message,
+                d.event_id,
+                "dead_lettered",
+                {"error_type": d.error_type, "error": d.error_text},
+            )
+            for d in letters
+        ]
+        await record_outcomes(conn, self.name, [*duplicates, *rest])
 
     async def _apply_one_by_one(
         self, conn: AsyncConnection, decoded: list[tuple[ConsumedMessage, Decoded[T]]]
-    ) -> tuple[int, int, Tally, list[DeadLetter]]:
-        applied = duplicates = 0
-        tally: Tally = Counter()
+    ) -> tuple[_Claimed, list[DeadLetter]]:
+        total = _Claimed()
         dead: list[DeadLetter] = []
         for message, item in decoded:
             try:
                 async with savepoint(conn):
-                    a, d, t = await self._claim_and_apply(conn, [(message, item)])
+                    done = await self._claim_and_apply(conn, [(message, item)])
             except Exception as exc:
                 found = verdict(exc)
                 if found == "retry":
@@ -389,21 +470,33 @@ class ConsumerRuntime(Generic[T]):
                     self._log_bug(message, exc)
                 dead.append(DeadLetter(message, exc, item.event_id, bug=found == "bug"))
             else:
-                applied += a
-                duplicates += d
-                tally.update(t)
-        return applied, duplicates, tally, dead
+                total.add(done)
+        return total, dead
 
     async def _claim_and_apply(
         self, conn: AsyncConnection, items: Sequence[tuple[ConsumedMessage, Decoded[T]]]
-    ) -> tuple[int, int, Tally]:
-        first: dict[str, Decoded[T]] = {}
-        for _, item in items:
-            first.setdefault(item.event_id, item)
-        fresh = await claim_events(conn, self.name, list(first))
-        new = [item.value for event_id, item in first.items() if event_id in fresh]
-        tally = (await self.projection.apply(conn, new) if new else None) or Counter()
-        return len(new), len(items) - len(new), tally
+    ) -> _Claimed:
+        first: dict[str, tuple[ConsumedMessage, Decoded[T]]] = {}
+        for message, item in items:
+            first.setdefault(item.event_id, (message, item))
+        ids = list(first)
+        fresh = await claim_events(conn, self.name, ids, [first[e][0] for e in ids])
+        new = [event_id for event_id in first if event_id in fresh]
+        values = [first[e][1].value for e in new]
+        result = await self.projection.apply(conn, values) if new else None
+        stale = result.stale if result is not None else {}
+        await mark_stale(conn, self.name, {new[n]: json_text(why) for n, why in stale.items()})
+        duplicates: list[Outcome] = []
+        if len(new) < len(items):
+            # The first copy of a fresh event id is the one applied; any other is a duplicate.
+            unclaimed = set(new)
+            for message, item in items:
+                if item.event_id in unclaimed:
+                    unclaimed.discard(item.event_id)
+                else:
+                    duplicates.append(Outcome(message, item.event_id, "duplicate"))
+        tally = result.tally if result is not None else Counter()
+        return _Claimed(len(new), len(stale), duplicates, tally)
 
     def _log_bug(self, message: ConsumedMessage, exc: Exception) -> None:
         # Not the message's fault: sluice's own code failed on it. Dead-lettered all the same

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from consumers.message import ConsumedMessage, Projection, Tally
+    from consumers.message import Applied, ConsumedMessage, Projection
     from sluice.tracing import Tracing
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class TracedProjection(Generic[T]):
             item.event_id, Traced(item.value, message.topic, message.header(TRACEPARENT))
         )
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[Traced[T]]) -> Tally | None:
+    async def apply(self, conn: AsyncConnection, items: Sequence[Traced[T]]) -> Applied | None:
         spans = [
             self._tracing.consumer_span(
                 self.name, topic=item.topic, group=self._group_id, traceparent=item.traceparent

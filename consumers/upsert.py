@@ -236,3 +236,44 @@ def newest_per_key(ownership: Ownership, rows: Iterable[Mapping[str, Any]]) -> l
                 merged[column] = first if first is not None else row.get(column)
         chosen[key] = merged
     return list(chosen.values())
+
+
+async def upsert_newest(
+    conn: AsyncConnection, ownership: Ownership, rows: Sequence[Mapping[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """Write the newest row of each key (newest_per_key, then upsert) and say which rows changed
+    nothing, by their position in `rows`: a newer row of their key came in the same batch, or
+    the table held their version or a newer one already. Each says the row's version and its own.
+    """
+    if not rows:
+        return {}
+    changed = await upsert(conn, ownership, newest_per_key(ownership, rows))
+    key, version = ownership.key, ownership.version
+    winner: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        best = winner.get(row[key])
+        if best is None or row[version] > rows[best][version]:
+            winner[row[key]] = i
+    stale = [i for i, row in enumerate(rows) if winner[row[key]] != i or row[key] not in changed]
+    if not stale:
+        return {}
+    # A key written now holds its winner's version; only the others need reading.
+    versions = {k: rows[i][version] for k, i in winner.items() if k in changed}
+    unread = sorted({rows[i][key] for i in stale} - versions.keys())
+    if unread:
+        held = await conn.execute(
+            text(
+                f"SELECT {key}, {version} FROM {ownership.name} "  # noqa: S608 - declared names
+                f"WHERE {key} = ANY(CAST(:keys AS text[]))"
+            ),
+            {"keys": unread},
+        )
+        versions.update({row[0]: row[1] for row in held})
+    return {
+        i: {
+            "key": rows[i][key],
+            "row_version": versions.get(rows[i][key]),
+            "event_version": rows[i][version],
+        }
+        for i in stale
+    }

@@ -25,6 +25,7 @@ class RelayMetrics:
         # A counter: rate(sluice_relay_published_total[1m]) is published rows per second.
         self.published = counter("sluice_relay_published", self.registry)
         self.buckets_held = gauge("sluice_relay_buckets_held", self.registry)
+        self.paused = gauge("sluice_component_paused", self.registry)
         self.publish_lag = histogram("sluice_relay_publish_lag_seconds", self.registry, LAG_BUCKETS)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:

@@ -43,6 +43,7 @@ from outbox.rows import backlog, delete_rows, read_rows
 from sluice.db import DatabaseUnavailableError, create_engine
 from sluice.gc_policy import freeze_startup_objects
 from sluice.listen import CommitListener
+from sluice.pause import RELAY, PauseWatch
 from sluice.resilience import Backoff
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class RelayConfig:
     lease_seconds: float = 30.0
     batch_size: int = 2000
     poll_seconds: float = 10.0
+    pause_check_seconds: float = 30.0  # the pause flag's fallback poll (sluice/pause.py)
     stats_log_seconds: float = 60.0
     db_timeout_seconds: float = 10.0
     max_backoff_seconds: float = 10.0
@@ -125,6 +127,12 @@ class Relay:
         self._published_since_log = 0
         self._next_stats_log = 0.0
         self._stopping = asyncio.Event()
+        self.pause = PauseWatch(
+            self._engine,
+            RELAY,
+            every_seconds=config.pause_check_seconds,
+            gauge=self.metrics.paused,
+        )
 
     @property
     def state(self) -> RelayState:
@@ -139,9 +147,11 @@ class Relay:
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listener.run(), name="relay-listen")
+        watching = asyncio.create_task(self.pause.run(self._stopping), name="pause-watch")
         backoff = Backoff(0.1, self.config.max_backoff_seconds)
         self._log.info("relay.start", lease_seconds=self.config.lease_seconds)
         freeze_startup_objects()
+        await self.pause.check()  # a paused relay must not publish even its first batch
         try:
             while not self._stopping.is_set():
                 try:
@@ -162,9 +172,10 @@ class Relay:
                     if idle:
                         await self._idle()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._shutdown()
 
     async def _turn(self) -> bool:
@@ -179,6 +190,8 @@ class Relay:
             self._next_maintenance = 0.0
             return False
 
+        if self.pause.paused:
+            return await self._hold()
         if self._prefetch is not None:
             prefetch, self._prefetch = self._prefetch, None
             rows = await prefetch
@@ -201,6 +214,19 @@ class Relay:
             await self._finish_delete()
             return True
         return False
+
+    async def _hold(self) -> bool:
+        """Paused: finish the batch in flight and its delete, publish nothing new (rows read
+        ahead stay in the outbox for after the resume)."""
+        if self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            prefetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prefetch
+        await self._collect()
+        await self._start_delete()
+        await self._finish_delete()
+        return True
 
     def _unfinished_ids(self) -> set[int]:
         """Rows in flight, or acked but not yet deleted: a read must skip them. Taken when the
@@ -334,11 +360,15 @@ class Relay:
         timeout = min(self.config.poll_seconds, max(0.0, self._next_maintenance - time.monotonic()))
         wake = asyncio.create_task(self._listener.wake.wait())
         stop = asyncio.create_task(self._stopping.wait())
+        pause = asyncio.create_task(self.pause.changed.wait())  # a resume ends the wait at once
         try:
-            await asyncio.wait({wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {wake, stop, pause}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            wake.cancel()
-            stop.cancel()
+            for task in (wake, stop, pause):
+                task.cancel()
+            self.pause.changed.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

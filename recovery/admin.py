@@ -1,4 +1,6 @@
-"""The admin app: `POST /admin/reconcile/{square|airtable}` runs a reconcile, answers its summary.
+"""The admin app: `POST /admin/reconcile/{square|airtable}` runs a reconcile, answers its summary;
+`GET /admin/events/{id}` answers an event's journey (by sluice's or the provider's event id), and
+`GET /admin/events?entity=<id>` what happened lately to events about one booking, customer or lead.
 
 A separate app (`sluice admin`), not a route on the ingest service: ingest faces the internet
 for webhooks, admin stays on the cluster network; and a reconcile's Square calls never compete
@@ -18,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from recovery.admin_events import EVENT_ROUTES, problem
 from recovery.lock import RunLockedError
 from recovery.reconcile_airtable import MAX_LOOKBACK_MINUTES, AirtableOptions
 from recovery.run_metrics import RunMetrics
@@ -37,14 +40,10 @@ if TYPE_CHECKING:
     from sluice.settings import Settings
 
 
-def _problem(status: int, detail: str, code: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
-
-
 async def _bad_parameter(_: Request, exc: Exception) -> Response:
     if not isinstance(exc, ParameterError):
         raise exc
-    return _problem(400, str(exc), "bad_request")
+    return problem(400, str(exc), "bad_request")
 
 
 def create_admin_app(settings: Settings) -> BearerAuth:
@@ -63,7 +62,7 @@ def create_admin_app(settings: Settings) -> BearerAuth:
     async def reconcile_endpoint(request: Request) -> JSONResponse:
         source = request.path_params["source"]
         if source not in SOURCES:
-            return _problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
+            return problem(404, f"choose one of {', '.join(SOURCES)}", "unknown_source")
         query = Query(request.query_params)
         full = query.boolean("full")
         lookback_minutes = query.integer(
@@ -73,10 +72,10 @@ def create_admin_app(settings: Settings) -> BearerAuth:
             maximum=MAX_LOOKBACK_MINUTES,
         )
         if full and query.given("lookback_minutes"):
-            return _problem(400, "give lookback_minutes or full, not both", "bad_request")
+            return problem(400, "give lookback_minutes or full, not both", "bad_request")
         window = _window(query.instant("from", dates=False), query.instant("to", dates=False))
         if window is not None and window[0] >= window[1]:
-            return _problem(400, "from must be before to", "bad_request")
+            return problem(400, "from must be before to", "bad_request")
         options = AirtableOptions(lookback_minutes=lookback_minutes, full=full)
         try:
             summary = await reconcile(
@@ -88,13 +87,14 @@ def create_admin_app(settings: Settings) -> BearerAuth:
                 breakers=metrics.breakers,
             )
         except RunLockedError as exc:
-            return _problem(409, str(exc), "locked")
+            return problem(409, str(exc), "locked")
         metrics.record(summary)
         return JSONResponse(summary.as_json(), status_code=200 if summary.ok else 500)
 
     app = Starlette(
         routes=[
             Route("/admin/reconcile/{source}", reconcile_endpoint, methods=["POST"]),
+            *EVENT_ROUTES,
             Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],

@@ -15,6 +15,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from schemas.origins import SYNTHETIC_HEADER, SYNTHETIC_MARK
 from sluice.db import DatabaseUnavailableError
 from sluice.resilience import CircuitOpenError
 
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
     from recovery.summary import RunSummary
 
 T = TypeVar("T")
-
-# Stored with every event a reconciler writes and sent with it on Kafka.
-SYNTHETIC_HEADER = "sluice-synthetic"
-SYNTHETIC_MARK = "reconcile"
 
 
 def synthetic_headers() -> dict[str, str]:

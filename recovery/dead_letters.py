@@ -1,9 +1,11 @@
-"""`sluice dlq`: list dead letters, and redrive them onto their original topic.
+"""`sluice dlq`: list dead letters, redrive them onto their original topic, or discard them.
 
 A redrive writes an outbox row with the original key, value and headers (so it travels through
 the relay like every other message, after the commit) and marks the dead letter redriven, in
 one transaction. The message keeps its `ce_id`: a consumer that somehow applied it already
-drops it; one that dead-lettered it never recorded it, so it applies it now.
+drops it; one that dead-lettered it never recorded it, so it applies it now. A discard marks it
+discarded with a reason and puts nothing back. Either is done once (a dead letter redriven or
+discarded is no longer pending) and is written to the audit log in its own transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from outbox.enqueue import OutboxMessage, enqueue
+from recovery.audit import write_audit
+from schemas.origins import REDRIVE_HEADER
 from sluice.db import transaction
 
 if TYPE_CHECKING:
@@ -21,14 +25,12 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-REDRIVE_HEADER = "sluice-redrive-of"
-
 _LIST = text(
     """
     SELECT id, consumer, topic, partition, "offset", event_id, error_type, error, created_at,
-           redriven_at
+           redriven_at, redriven_by, discarded_at, discarded_by, discard_reason
     FROM dead_letters
-    WHERE CAST(:pending AS boolean) IS FALSE OR redriven_at IS NULL
+    WHERE CAST(:pending AS boolean) IS FALSE OR (redriven_at IS NULL AND discarded_at IS NULL)
     ORDER BY id
     LIMIT :limit
     """
@@ -36,12 +38,17 @@ _LIST = text(
 _PICK = text(
     """
     SELECT id, topic, key, value, headers FROM dead_letters
-    WHERE redriven_at IS NULL AND (CAST(:id AS bigint) IS NULL OR id = CAST(:id AS bigint))
+    WHERE redriven_at IS NULL AND discarded_at IS NULL
+      AND (CAST(:id AS bigint) IS NULL OR id = CAST(:id AS bigint))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
     """
 )
-_MARK = text("UPDATE dead_letters SET redriven_at = now() WHERE id = :id")
+_MARK = text("UPDATE dead_letters SET redriven_at = now(), redriven_by = :actor WHERE id = :id")
+_DISCARD = text(
+    "UPDATE dead_letters SET discarded_at = now(), discarded_by = :actor, discard_reason = :reason"
+    " WHERE id = :id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,10 @@ class DeadLetterRow:
     error: str
     created_at: datetime
     redriven_at: datetime | None
+    redriven_by: str | None
+    discarded_at: datetime | None
+    discarded_by: str | None
+    discard_reason: str | None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,8 +79,16 @@ class DeadLetterRow:
             "error_type": self.error_type,
             "error": self.error,
             "created_at": self.created_at.isoformat(),
-            "redriven_at": None if self.redriven_at is None else self.redriven_at.isoformat(),
+            "redriven_at": _iso(self.redriven_at),
+            "redriven_by": self.redriven_by,
+            "discarded_at": _iso(self.discarded_at),
+            "discarded_by": self.discarded_by,
+            "discard_reason": self.discard_reason,
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 @dataclass(slots=True)
@@ -81,6 +100,14 @@ class RedriveResult:
         return {"redriven": self.redriven, "errors": self.errors}
 
 
+@dataclass(slots=True)
+class DiscardResult:
+    discarded: list[int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"discarded": self.discarded}
+
+
 async def list_dead_letters(
     engine: AsyncEngine, *, pending_only: bool = True, limit: int = 100
 ) -> list[DeadLetterRow]:
@@ -89,24 +116,48 @@ async def list_dead_letters(
         return [DeadLetterRow(*row) for row in rows]
 
 
-async def redrive(engine: AsyncEngine, dead_letter_id: int | None) -> RedriveResult:
-    """Redrive one dead letter (by id) or all not yet redriven (`None`), each in its own
-    transaction, so one that cannot be put back does not hold up the rest."""
+async def _pending_ids(engine: AsyncEngine, dead_letter_id: int | None) -> list[int]:
     async with transaction(engine) as conn:
-        ids = [row.id for row in await conn.execute(_PICK, {"id": dead_letter_id})]
+        return [row.id for row in await conn.execute(_PICK, {"id": dead_letter_id})]
+
+
+async def redrive(engine: AsyncEngine, dead_letter_id: int | None, *, actor: str) -> RedriveResult:
+    """Redrive one dead letter (by id) or every pending one (`None`), each in its own
+    transaction, so one that cannot be put back does not hold up the rest."""
     result = RedriveResult([], [])
-    for letter_id in ids:
+    for letter_id in await _pending_ids(engine, dead_letter_id):
         try:
             async with transaction(engine) as conn:
                 row = (await conn.execute(_PICK, {"id": letter_id})).one_or_none()
-                if row is None:  # redriven meanwhile by someone else
+                if row is None:  # redriven or discarded meanwhile by someone else
                     continue
                 await enqueue(conn, [_message(row)])
-                await conn.execute(_MARK, {"id": letter_id})
+                await conn.execute(_MARK, {"id": letter_id, "actor": actor})
+                await write_audit(conn, actor, "dlq.redrive", f"dead_letter:{letter_id}", {})
         except Exception as exc:  # noqa: BLE001 - isolated to its dead letter, reported
             result.errors.append({"id": letter_id, "error": f"{type(exc).__name__}: {exc}"[:500]})
         else:
             result.redriven.append(letter_id)
+    return result
+
+
+async def discard(
+    engine: AsyncEngine, dead_letter_id: int | None, *, reason: str, actor: str
+) -> DiscardResult:
+    """Discard one dead letter (by id) or every pending one (`None`): nothing is put back; the
+    reason is kept with it and in the audit log."""
+    if not reason.strip():
+        raise ValueError("a discard needs a reason")
+    result = DiscardResult([])
+    for letter_id in await _pending_ids(engine, dead_letter_id):
+        async with transaction(engine) as conn:
+            if (await conn.execute(_PICK, {"id": letter_id})).one_or_none() is None:
+                continue
+            params = {"id": letter_id, "actor": actor, "reason": reason}
+            await conn.execute(_DISCARD, params)
+            detail = {"reason": reason}
+            await write_audit(conn, actor, "dlq.discard", f"dead_letter:{letter_id}", detail)
+        result.discarded.append(letter_id)
     return result
 
 

@@ -63,6 +63,8 @@ MetricName = Literal[
     "sluice_airtable_tables_destroyed",
     # calls to providers (the write-back consumer, reconcile runs)
     "sluice_provider_breaker_state",
+    # operators (sluice pause / resume)
+    "sluice_component_paused",
 ]
 
 
@@ -144,6 +146,11 @@ SPECS: Mapping[MetricName, MetricSpec] = {
     ),
     "sluice_consumer_dead_lettered": MetricSpec(
         Kind.COUNTER, "Messages sent to a dead-letter topic", ("consumer",)
+    ),
+    "sluice_component_paused": MetricSpec(
+        Kind.GAUGE,
+        "1 while an operator has paused this component (sluice pause), else 0",
+        ("component",),
     ),
     "sluice_consumer_lag_messages": MetricSpec(
         Kind.GAUGE,

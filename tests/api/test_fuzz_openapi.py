@@ -1,6 +1,6 @@
 """Fuzzing every HTTP endpoint from its OpenAPI document with schemathesis: the App API
 (`GET /api/openapi.json`, served by the API itself) and ingest + admin
-(`commands/contracts/openapi.json`). Valid and invalid requests alike, with and without the
+(`schemas/contracts/openapi.json`). Valid and invalid requests alike, with and without the
 bearer token: never a 5xx, and a refused request writes no rows. The change stream is fuzzed
 too: its answer is read only when it is not the endless stream.
 
@@ -298,7 +298,7 @@ def test_admin_query_parameters_refuse_hostile_values(
     _, admin_url = ingest_and_admin
     raw = json.loads((CONTRACTS / "openapi.json").read_text())
     documented = {p["name"] for _, _, p in query_parameters(raw)}
-    assert documented == {"from", "to", "lookback_minutes", "full"}
+    assert documented == {"from", "to", "lookback_minutes", "full", "entity", "limit"}
 
     @settings(max_examples=QUERY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(case=query_cases(raw))

@@ -44,3 +44,24 @@ async def test_old_records_of_one_consumer_are_pruned_in_batches(
             assert await claim_events(conn, "prune-a", ["prune-a-0", "prune-a-6"]) == {"prune-a-0"}
     finally:
         await engine.dispose()
+
+
+async def test_journey_outcomes_go_with_the_dedupe_records(database_url: str, db: Conn) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        for age, consumer in ((40, "prune-a"), (1, "prune-a"), (40, "prune-b")):
+            db.execute(
+                "INSERT INTO event_outcomes (event_id, consumer, outcome, origin, topic,"
+                ' partition, "offset", recorded_at)'
+                " VALUES ('e', %s, 'duplicate', 'delivered', 't', 0, 0,"
+                " now() - make_interval(days => %s))",
+                (consumer, age),
+            )
+        await prune_claims(engine, "prune-a", 30)
+        left = db.execute(
+            "SELECT consumer, recorded_at > now() - interval '2 days' FROM event_outcomes"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        assert left == [("prune-a", True), ("prune-b", False)]
+    finally:
+        await engine.dispose()

@@ -9,7 +9,7 @@ import pytest
 
 from consumers.errors import DeadLetterLimitError
 from consumers.jobs import BookingChange, JobsProjection
-from consumers.message import ConsumedMessage
+from consumers.message import Applied, ConsumedMessage
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
 from devkit.simulate import square_event
 from tests.support.consumers import consumed, fresh_topics, job, offline_runtime
@@ -261,11 +261,12 @@ class BuggyJobs(JobsProjection):
     """The jobs projection with a bug that only one booking's data reaches: it writes the row,
     then trips over its own code (not the message's fault)."""
 
-    async def apply(self, conn: AsyncConnection, items: Sequence[JobsChange]) -> None:
-        await super().apply(conn, items)
+    async def apply(self, conn: AsyncConnection, items: Sequence[JobsChange]) -> Applied:
+        applied = await super().apply(conn, items)
         for item in items:
             if isinstance(item, BookingChange) and item.row["booking_id"].startswith("bkBUG"):
                 _ = item.row["no such column"]  # KeyError: a bug in the projection
+        return applied
 
 
 async def test_a_bug_in_a_projection_is_dead_lettered_as_a_bug_and_logged(

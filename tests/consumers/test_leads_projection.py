@@ -174,7 +174,7 @@ async def test_a_deleted_table_marks_its_leads_deleted_and_keeps_staff_data(
     # Carl's creation and the table's destruction arrive in one batch.
     outcome = await apply_as(LeadsProjection(airtable.client()), database_url, outbox_rows(db))
 
-    assert fetched[("sluice_airtable_tables_destroyed", ())] == 1
+    assert fetched.tally[("sluice_airtable_tables_destroyed", ())] == 1
     assert outcome.dead == []
     rows = db.execute(
         "SELECT record_id, deleted_at IS NOT NULL, full_name, claimed_by, notes FROM leads "

@@ -382,7 +382,7 @@ async def test_an_error_payload_is_recorded_counted_and_listed(
     add_leads(airtable, 1)  # after the error: Airtable no longer reports changes
 
     async with transaction(engine) as conn:
-        tally = await AirtableFetcher(airtable.client()).apply(
+        fetched = await AirtableFetcher(airtable.client()).apply(
             conn, [Ping(airtable.webhook.id, airtable.base.id)]
         )
     logs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
@@ -390,7 +390,7 @@ async def test_an_error_payload_is_recorded_counted_and_listed(
     # The cursor moved past the error payload; only the change before it became an event.
     assert cursor(db, airtable.webhook.id) == 3
     assert [e[2] for e in events(db)] == [f"{airtable.base.id}/{airtable.table.id}/{rec}"]
-    assert tally[("sluice_airtable_payload_errors", ("INVALID_HOOK",))] == 1
+    assert fetched.tally[("sluice_airtable_payload_errors", ("INVALID_HOOK",))] == 1
     assert [
         (e["webhook_id"], e["code"]) for e in logs if e["event"] == "airtable.payload_error"
     ] == [(airtable.webhook.id, "INVALID_HOOK")]

@@ -13,36 +13,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from devkit.simulate import square_event
-from ingest.record import record_events
-from ingest.square_events import square_new_event
-from recovery.dead_letters import list_dead_letters, redrive
+from recovery.audit import read_audit
+from recovery.dead_letters import discard, list_dead_letters, redrive
 from recovery.replay_kafka import GroupActiveError, Shift, ToDatetime, ToEarliest, reset_offsets
 from recovery.replay_store import NoRebuilderError, StoreFilter, replay_store
-from schemas.square import SquareEvent
-from sluice.db import transaction
-from tests.support.recovery import apply_as_jobs_consumer, clear_outbox, outbox_rows
+from tests.support.recovery import (
+    apply_as_jobs_consumer,
+    clear_outbox,
+    outbox_rows,
+    store_events,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-
-async def ingest(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> None:
-    """Store events the way the webhook does (event row + outbox row, one transaction)."""
-    events = []
-    for body in bodies:
-        text = json.dumps(body)
-        events.append(
-            square_new_event(
-                SquareEvent.model_validate_json(text),
-                text,
-                event_id=uuid.uuid4(),
-                received_at=datetime.now(UTC),
-                headers={"square-retry-number": "0"},
-            )
-        )
-    async with transaction(engine) as conn:
-        await record_events(conn, events)
 
 
 async def test_replay_store_restores_the_projection_without_double_effect(
@@ -50,7 +34,7 @@ async def test_replay_store_restores_the_projection_without_double_effect(
 ) -> None:
     bodies = [square_event("booking.created", entity_id=f"bk{n}", version=1) for n in range(3)]
     bodies.append(square_event("booking.updated", entity_id="bk0", version=2))
-    await ingest(engine, bodies)
+    await store_events(engine, bodies)
     original = outbox_rows(db)
     await apply_as_jobs_consumer(database_url, original)
     clear_outbox(database_url)  # published, then the broker lost the messages
@@ -102,7 +86,7 @@ async def test_dead_letters_are_redriven_through_the_outbox(
     assert [d.offset for d in listed] == [17, 18]
     first, second = (d.id for d in listed)
 
-    result = await redrive(engine, first)
+    result = await redrive(engine, first, actor="cli:ops")
     assert result.as_json() == {"redriven": [first], "errors": []}
     (row,) = outbox_rows(db)
     assert (row["topic"], row["key"], row["payload"]) == (
@@ -112,12 +96,36 @@ async def test_dead_letters_are_redriven_through_the_outbox(
     )
     assert row["headers"] == {"ce_id": "ev1", "sluice-redrive-of": str(first)}
 
-    everything = await redrive(engine, None)
+    everything = await redrive(engine, None, actor="cli:ops")
     assert everything.redriven == []
     assert [e["id"] for e in everything.errors] == [second]  # not JSON: isolated, reported
     assert [d.id for d in await list_dead_letters(engine)] == [second]
     assert len(await list_dead_letters(engine, pending_only=False)) == 2
     assert len(outbox_rows(db)) == 1
+    again = await redrive(engine, first, actor="cli:ops")  # a repeated redrive does nothing
+    assert again.redriven == []
+    assert len(outbox_rows(db)) == 1
+
+    # The one that cannot be redriven is discarded, with a reason; nothing is put back.
+    with pytest.raises(ValueError, match="reason"):
+        await discard(engine, second, reason=" ", actor="cli:ops")
+    gone = await discard(engine, second, reason="test data", actor="cli:ops")
+    assert gone.as_json() == {"discarded": [second]}
+    assert (await discard(engine, second, reason="again", actor="cli:ops")).discarded == []
+    assert await list_dead_letters(engine) == []
+    assert len(outbox_rows(db)) == 1
+    marks = {d.id: d.as_json() for d in await list_dead_letters(engine, pending_only=False)}
+    assert (marks[first]["redriven_by"], marks[first]["discarded_at"]) == ("cli:ops", None)
+    assert (marks[second]["discarded_by"], marks[second]["discard_reason"]) == (
+        "cli:ops",
+        "test data",
+    )
+    assert marks[second]["redriven_at"] is None
+    log = await read_audit(engine)
+    assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in log] == [
+        ("cli:ops", "dlq.discard", f"dead_letter:{second}", {"reason": "test data"}),
+        ("cli:ops", "dlq.redrive", f"dead_letter:{first}", {}),
+    ]
 
 
 async def _topic_with_messages(bootstrap: str) -> tuple[str, int]:

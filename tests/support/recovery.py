@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -10,12 +12,37 @@ import psycopg
 from consumers.jobs import JobsProjection
 from consumers.message import ConsumedMessage
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
-from sluice.db import create_engine
+from ingest.record import record_events
+from ingest.square_events import square_new_event
+from schemas.square import SquareEvent
+from sluice.db import create_engine, transaction
 from tests.support.services import libpq_url
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from consumers.message import Projection
     from consumers.runtime import BatchOutcome
+
+
+async def store_events(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> list[uuid.UUID]:
+    """Store Square events the way the webhook does (event row + outbox row, one transaction);
+    returns their sluice ids."""
+    events = []
+    for body in bodies:
+        text = json.dumps(body)
+        events.append(
+            square_new_event(
+                SquareEvent.model_validate_json(text),
+                text,
+                event_id=uuid.uuid4(),
+                received_at=datetime.now(UTC),
+                headers={"square-retry-number": "0"},
+            )
+        )
+    async with transaction(engine) as conn:
+        await record_events(conn, events)
+    return [event.id for event in events]
 
 
 def outbox_rows(db: psycopg.Connection[Any], topic: str | None = None) -> list[dict[str, Any]]:

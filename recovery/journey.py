@@ -1,0 +1,119 @@
+"""An event's journey, read back: how it was received and stored, whether it still waits in the
+outbox, where the relay published it, and what each consumer group did with it.
+
+The first half is the event's inbound_events row (and its outbox row while unpublished); the
+second is event_outcomes, written by each consumer in the transaction of its effect
+(consumers/journey.py), and the dead letters it became. An event is found by sluice's id or by
+the provider's event id; events are searched by the entity they are about.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from consumers.registry import CONSUMERS
+from sluice.db import transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+_SOURCES = ["square", "airtable"]
+
+# By our id, or by the provider's (the unique index on (source, provider_event_id) serves it).
+_EVENT = text(
+    """
+    SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
+           received_at, headers, retry_number, retry_reason, initial_delivery_at,
+           octet_length(body) AS body_bytes
+    FROM inbound_events
+    WHERE id = CAST(:id AS uuid)
+       OR (source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
+    ORDER BY received_at
+    LIMIT 1
+    """
+)
+_WAITING = text(
+    "SELECT id, topic, created_at FROM outbox WHERE event_id = CAST(:id AS uuid) ORDER BY id"
+)
+# Applied and stale outcomes are dedupe records (its primary key, (consumer, event_id), serves
+# the lookup); the rest are event_outcomes rows (consumers/journey.py).
+_OUTCOME_COLUMNS = 'consumer, outcome, origin, topic, partition, "offset", entity_key, published_at'
+_OUTCOMES = text(
+    f"""
+    SELECT {_OUTCOME_COLUMNS}, detail, applied_at AS recorded_at FROM consumer_dedupe
+    WHERE consumer = ANY(CAST(:consumers AS text[])) AND event_id = :id
+    UNION ALL
+    SELECT {_OUTCOME_COLUMNS}, detail, recorded_at FROM event_outcomes WHERE event_id = :id
+    ORDER BY recorded_at, "offset"
+    """  # noqa: S608 - our own column list
+)
+_DEAD = text(
+    """
+    SELECT id, consumer, error_type, error, created_at, redriven_at
+    FROM dead_letters WHERE event_id = :id ORDER BY id
+    """
+)
+# Newest first: what happened to this booking, customer or Airtable record lately.
+_BY_ENTITY = text(
+    """
+    (SELECT event_id, consumer, outcome, origin, topic, published_at, applied_at AS recorded_at
+     FROM consumer_dedupe WHERE entity_key = :key ORDER BY applied_at DESC LIMIT :limit)
+    UNION ALL
+    (SELECT event_id, consumer, outcome, origin, topic, published_at, recorded_at
+     FROM event_outcomes WHERE entity_key = :key ORDER BY recorded_at DESC LIMIT :limit)
+    ORDER BY recorded_at DESC LIMIT :limit
+    """
+)
+
+
+def _as_uuid(ref: str) -> str | None:
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        return None
+
+
+def _json(row: Row[Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row._asdict().items()}
+
+
+async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
+    """The journey of the event `ref` names (sluice's id or the provider's), or None."""
+    async with transaction(engine) as conn:
+        params = {"id": _as_uuid(ref), "ref": ref, "sources": _SOURCES}
+        event = (await conn.execute(_EVENT, params)).first()
+        if event is None:
+            return None
+        event_id = str(event.id)
+        waiting = (await conn.execute(_WAITING, {"id": event_id})).all()
+        found = {"id": event_id, "consumers": list(CONSUMERS)}
+        outcomes = (await conn.execute(_OUTCOMES, found)).all()
+        dead = (await conn.execute(_DEAD, {"id": event_id})).all()
+    received = _json(event)
+    received["id"] = event_id
+    published = next(
+        (
+            {"topic": o.topic, "partition": o.partition, "offset": o.offset,
+             "at": o.published_at.isoformat() if o.published_at else None}
+            for o in outcomes
+        ),
+        None,
+    )  # fmt: skip
+    return {
+        "event": received,
+        "outbox": [_json(row) for row in waiting],
+        "published": published,
+        "outcomes": [_json(row) for row in outcomes],
+        "dead_letters": [_json(row) for row in dead],
+    }
+
+
+async def events_for_entity(engine: AsyncEngine, key: str, *, limit: int) -> list[dict[str, Any]]:
+    """What the consumers did lately with events about this entity, newest first."""
+    async with transaction(engine) as conn:
+        rows = (await conn.execute(_BY_ENTITY, {"key": key, "limit": limit})).all()
+    return [_json(row) for row in rows]

@@ -1,0 +1,164 @@
+"""An event's journey: what each consumer did with it, recorded with its effect, read back by
+`GET /admin/events/{id}` and searched by entity."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from consumers.jobs import JobsProjection
+from consumers.message import ConsumedMessage
+from consumers.runtime import ConsumerConfig, ConsumerRuntime
+from devkit.simulate import square_event
+from recovery.admin import create_admin_app
+from sluice.settings import Settings
+from tests.support.recovery import outbox_rows, store_events
+from tests.support.services import running_server
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+TOKEN = "admin-token-for-tests"  # noqa: S105
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def published(rows: list[dict[str, Any]], first_offset: int) -> list[ConsumedMessage]:
+    """Outbox rows as the relay publishes them: offsets in order, the publish time stamped."""
+    return [
+        ConsumedMessage(
+            topic=row["topic"],
+            partition=3,
+            offset=first_offset + n,
+            key=row["key"].encode(),
+            value=json.dumps(row["payload"]).encode(),
+            headers=tuple((k, v.encode()) for k, v in row["headers"].items()),
+            timestamp=1_767_225_600_000,  # 2026-01-01T00:00:00Z
+        )
+        for n, row in enumerate(rows)
+    ]
+
+
+def outcomes(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Every consumer outcome: applied and stale ones are dedupe records, the rest their own."""
+    return db.execute(
+        """SELECT entity_key, outcome, origin, detail FROM (
+               SELECT entity_key, outcome, origin, detail, applied_at AS at, "offset"
+               FROM consumer_dedupe
+               UNION ALL
+               SELECT entity_key, outcome, origin, detail, recorded_at, "offset"
+               FROM event_outcomes) AS o
+           ORDER BY at, "offset"
+        """
+    ).fetchall()
+
+
+async def test_each_message_has_its_outcome_written_with_its_effect(
+    engine: AsyncEngine, db: psycopg.Connection[Any]
+) -> None:
+    runtime = ConsumerRuntime(
+        JobsProjection(), engine, ConsumerConfig(bootstrap_servers="unused", group_id="jobs")
+    )
+    newer = square_event("booking.updated", entity_id="bkA", version=3)
+    older = square_event("booking.updated", entity_id="bkA", version=2)
+    other = square_event("booking.created", entity_id="bkB", version=1)
+    await store_events(engine, [newer, older, other])
+    first, second, third = published(outbox_rows(db), 10)
+    # A newer version, then an older one of the same booking in a later batch, then a redelivery.
+    await runtime.apply_batch([first, third])
+    await runtime.apply_batch([second])
+    await runtime.apply_batch([first])
+    broken = ConsumedMessage("t", 0, 99, b"bkC", b"{not json", (("ce_id", b"evt-broken"),))
+    await runtime.apply_batch([broken])
+
+    error = db.execute("SELECT error_type, error FROM dead_letters").fetchone()
+    assert error is not None
+    assert outcomes(db) == [
+        ("bkA", "applied", "delivered", None),
+        ("bkB", "applied", "delivered", None),
+        ("bkA", "stale", "delivered", {"key": "bkA", "row_version": 3, "event_version": 2}),
+        ("bkA", "duplicate", "delivered", None),
+        ("bkC", "dead_lettered", "delivered", {"error_type": error[0], "error": error[1]}),
+    ]
+    assert error[0] == "InvalidMessageError"
+    # The older version changed nothing: the row still holds version 3.
+    version = db.execute("SELECT booking_version FROM jobs WHERE booking_id = 'bkA'").fetchone()
+    assert version == (3,)
+    assert runtime.stats.stale == 0  # apply_batch leaves the run loop's counters alone
+
+
+async def test_an_older_version_in_the_same_batch_is_stale_too(
+    engine: AsyncEngine, db: psycopg.Connection[Any]
+) -> None:
+    runtime = ConsumerRuntime(
+        JobsProjection(), engine, ConsumerConfig(bootstrap_servers="unused", group_id="jobs")
+    )
+    await store_events(
+        engine,
+        [
+            square_event("booking.updated", entity_id="bkA", version=2),
+            square_event("booking.updated", entity_id="bkA", version=5),
+        ],
+    )
+    outcome = await runtime.apply_batch(published(outbox_rows(db), 0))
+    assert (outcome.applied, outcome.stale) == (2, 1)
+    assert [(o[1], o[3]) for o in outcomes(db)] == [
+        ("stale", {"key": "bkA", "row_version": 5, "event_version": 2}),
+        ("applied", None),
+    ]
+
+
+async def test_admin_answers_the_journey_by_either_id_and_searches_by_entity(
+    engine: AsyncEngine, database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    body = square_event("booking.created", entity_id="bkJ", version=1)
+    (event_id,) = await store_events(engine, [body])
+    settings = Settings(DATABASE_URL=database_url, SLUICE_ADMIN_TOKEN=TOKEN)
+    async with (
+        running_server(create_admin_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=AUTH) as client,
+    ):
+        waiting = (await client.get(f"/admin/events/{event_id}")).json()
+        assert waiting["published"] is None
+        assert [row["topic"] for row in waiting["outbox"]] == ["square.bookings"]
+
+        runtime = ConsumerRuntime(
+            JobsProjection(), engine, ConsumerConfig(bootstrap_servers="unused", group_id="jobs")
+        )
+        (message,) = published(outbox_rows(db), 41)
+        await runtime.apply_batch([message])
+
+        by_ours = (await client.get(f"/admin/events/{event_id}")).json()
+        by_square = (await client.get(f"/admin/events/{body['event_id']}")).json()
+        assert by_ours == by_square
+        assert by_ours["event"]["id"] == str(event_id)
+        assert by_ours["event"]["provider_event_id"] == body["event_id"]
+        assert by_ours["event"]["headers"] == {"square-retry-number": "0"}
+        assert by_ours["published"] == {
+            "topic": "square.bookings",
+            "partition": 3,
+            "offset": 41,
+            "at": "2026-01-01T00:00:00+00:00",
+        }
+        (outcome,) = by_ours["outcomes"]
+        assert (outcome["consumer"], outcome["outcome"], outcome["origin"]) == (
+            "jobs",
+            "applied",
+            "delivered",
+        )
+
+        found = (await client.get("/admin/events", params={"entity": "bkJ"})).json()
+        assert [(o["event_id"], o["outcome"]) for o in found["outcomes"]] == [
+            (str(event_id), "applied")
+        ]
+
+        missing = await client.get("/admin/events/evt-nobody-sent")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "not_found"
+        assert (await client.get("/admin/events")).status_code == 400
+        assert (await client.get("/admin/events/" + "x" * 201)).status_code == 400
+        assert (await client.get("/admin/events/a%00b")).status_code == 400
+        async with httpx.AsyncClient(base_url=url) as anonymous:
+            assert (await anonymous.get(f"/admin/events/{event_id}")).status_code == 401
