@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from consumers.dedupe import nul_free
 from consumers.errors import DeadLetterLimitError
 from schemas.topics import dlq_topic
 from sluice.jsontext import json_text
@@ -90,12 +91,12 @@ async def record_dead_letters(
             "values": [d.message.value for d in letters],
             # jsonb refuses \u0000, and a header may hold anything
             "headers": [
-                json_text({k: v.replace("\x00", "") for k, v in d.message.text_headers().items()})
+                json_text({k: nul_free(v) for k, v in d.message.text_headers().items()})
                 for d in letters
             ],
             "event_ids": [d.event_id for d in letters],
             "error_types": [d.error_type for d in letters],
-            "errors": [d.error_text.replace("\x00", "") for d in letters],
+            "errors": [nul_free(d.error_text) for d in letters],
         },
     )
 

@@ -218,24 +218,32 @@ async def repoint(
     return {row[0] for row in result}
 
 
-def newest_per_key(ownership: Ownership, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def newest_per_key(
+    ownership: Ownership, rows: Iterable[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """One row per key, as a single upsert needs: the highest version's values, and each sticky
-    column's value from the first row that set it (as the table keeps the first value too).
+    column's value from the first row that set it (as the table keeps the first value too); and
+    per key, the position of the row whose version won (the first of equals).
     """
     chosen: dict[str, dict[str, Any]] = {}
-    for row in rows:
+    winner: dict[str, int] = {}
+    for i, row in enumerate(rows):
         key = row[ownership.key]
         current = chosen.get(key)
         if current is None:
             chosen[key] = dict(row)
+            winner[key] = i
             continue
-        merged = dict(row) if row[ownership.version] > current[ownership.version] else current
+        newer = row[ownership.version] > current[ownership.version]
+        if newer:
+            winner[key] = i
+        merged = dict(row) if newer else current
         for column in ownership.source_columns:
             if ownership.is_sticky(column) and column in merged:
                 first = current.get(column)
                 merged[column] = first if first is not None else row.get(column)
         chosen[key] = merged
-    return list(chosen.values())
+    return list(chosen.values()), winner
 
 
 async def upsert_newest(
@@ -247,13 +255,9 @@ async def upsert_newest(
     """
     if not rows:
         return {}
-    changed = await upsert(conn, ownership, newest_per_key(ownership, rows))
+    newest, winner = newest_per_key(ownership, rows)
+    changed = await upsert(conn, ownership, newest)
     key, version = ownership.key, ownership.version
-    winner: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        best = winner.get(row[key])
-        if best is None or row[version] > rows[best][version]:
-            winner[row[key]] = i
     stale = [i for i, row in enumerate(rows) if winner[row[key]] != i or row[key] not in changed]
     if not stale:
         return {}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from recovery.journey import row_json
 from sluice.db import transaction
 from sluice.jsontext import json_text
 
@@ -43,4 +44,4 @@ async def read_audit(engine: AsyncEngine, *, limit: int = 100) -> list[dict[str,
     """The latest actions, newest first."""
     async with transaction(engine) as conn:
         rows = (await conn.execute(_READ, {"limit": limit})).all()
-    return [{**row._asdict(), "at": row.at.isoformat()} for row in rows]
+    return [row_json(row) for row in rows]

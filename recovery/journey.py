@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from consumers.registry import CONSUMERS
+from recovery.runs import SOURCES
 from sluice.db import transaction
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-_SOURCES = ["square", "airtable"]
 
 # By our id, or by the provider's (the unique index on (source, provider_event_id) serves it).
 _EVENT = text(
@@ -77,14 +77,15 @@ def _as_uuid(ref: str) -> str | None:
         return None
 
 
-def _json(row: Row[Any]) -> dict[str, Any]:
+def row_json(row: Row[Any]) -> dict[str, Any]:
+    """A row as JSON values: times as ISO 8601 text."""
     return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row._asdict().items()}
 
 
 async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
     """The journey of the event `ref` names (sluice's id or the provider's), or None."""
     async with transaction(engine) as conn:
-        params = {"id": _as_uuid(ref), "ref": ref, "sources": _SOURCES}
+        params = {"id": _as_uuid(ref), "ref": ref, "sources": list(SOURCES)}
         event = (await conn.execute(_EVENT, params)).first()
         if event is None:
             return None
@@ -93,7 +94,7 @@ async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
         found = {"id": event_id, "consumers": list(CONSUMERS)}
         outcomes = (await conn.execute(_OUTCOMES, found)).all()
         dead = (await conn.execute(_DEAD, {"id": event_id})).all()
-    received = _json(event)
+    received = row_json(event)
     received["id"] = event_id
     published = next(
         (
@@ -105,10 +106,10 @@ async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
     )  # fmt: skip
     return {
         "event": received,
-        "outbox": [_json(row) for row in waiting],
+        "outbox": [row_json(row) for row in waiting],
         "published": published,
-        "outcomes": [_json(row) for row in outcomes],
-        "dead_letters": [_json(row) for row in dead],
+        "outcomes": [row_json(row) for row in outcomes],
+        "dead_letters": [row_json(row) for row in dead],
     }
 
 
@@ -116,4 +117,4 @@ async def events_for_entity(engine: AsyncEngine, key: str, *, limit: int) -> lis
     """What the consumers did lately with events about this entity, newest first."""
     async with transaction(engine) as conn:
         rows = (await conn.execute(_BY_ENTITY, {"key": key, "limit": limit})).all()
-    return [_json(row) for row in rows]
+    return [row_json(row) for row in rows]

@@ -17,12 +17,11 @@ from sqlalchemy import text
 
 from consumers.registry import CONSUMERS
 from recovery.audit import write_audit
+from recovery.journey import row_json
 from sluice.db import transaction
 from sluice.pause import RELAY, consumer_component
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 COMPONENTS = (RELAY, *(consumer_component(name) for name in CONSUMERS))
@@ -82,11 +81,4 @@ async def resume(engine: AsyncEngine, component: str, *, actor: str) -> PauseCha
 async def paused_components(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with transaction(engine) as conn:
         rows = (await conn.execute(_LIST)).all()
-    return [
-        {"component": c, "paused_at": _iso(at), "paused_by": by, "reason": reason}
-        for c, at, by, reason in rows
-    ]
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat()
+    return [row_json(row) for row in rows]
