@@ -203,6 +203,7 @@ def replay_store(
         count_matching,
     )
     from recovery.replay_store import replay_store as replay  # noqa: PLC0415
+    from recovery.runs import EXIT_LOCKED, RunLockedError  # noqa: PLC0415
     from sluice.db import create_engine  # noqa: PLC0415
 
     entity_type = entity_id = None
@@ -234,6 +235,9 @@ def replay_store(
     except NoRebuilderError as exc:
         typer.echo(f"sluice: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except RunLockedError as exc:
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(EXIT_LOCKED) from exc
     _emit(document)
     if document["errors"]:
         raise typer.Exit(1)

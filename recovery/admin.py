@@ -1,6 +1,7 @@
 """The admin app: `POST /admin/reconcile/{square|airtable}` runs a reconcile, answers its summary;
 `GET /admin/events/{id}` answers an event's journey (by sluice's or the provider's event id), and
 `GET /admin/events?entity=<id>` what happened lately to events about one booking, customer or lead.
+Under /console/ the same service serves the operator console (recovery/console/).
 
 A separate app (`sluice admin`), not a route on the ingest service: ingest faces the internet
 for webhooks, admin stays on the cluster network; and a reconcile's Square calls never compete
@@ -21,6 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recovery.admin_events import EVENT_ROUTES, problem
+from recovery.console.app import CONSOLE_ROUTES
+from recovery.console.overview import LagSampler
+from recovery.console.session import PREFIX, session_middleware
 from recovery.lock import RunLockedError
 from recovery.reconcile_airtable import MAX_LOOKBACK_MINUTES, AirtableOptions
 from recovery.run_metrics import RunMetrics
@@ -50,13 +54,24 @@ def create_admin_app(settings: Settings) -> BearerAuth:
     database_url = settings.require_database_url()
     metrics = RunMetrics()
 
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    lag = LagSampler(settings.kafka_bootstrap_servers, settings.consumer_group_prefix)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(database_url, pool_size=4, application_name="sluice-admin")
+        engine = create_engine(database_url, pool_size=6, application_name="sluice-admin")
         app.state.engine = engine
+        app.state.settings = settings
+        app.state.metrics = metrics
+        app.state.admin_token = token.encode() if token is not None else None
+        app.state.tasks = set()  # replays and reconciles the console started
+        app.state.lag = lag
         try:
-            yield
+            async with lag.running():
+                yield
         finally:
+            for task in app.state.tasks:
+                task.cancel()
             await engine.dispose()
 
     async def reconcile_endpoint(request: Request) -> JSONResponse:
@@ -85,6 +100,7 @@ def create_admin_app(settings: Settings) -> BearerAuth:
                 airtable=options,
                 engine=request.app.state.engine,
                 breakers=metrics.breakers,
+                actor="admin-api",
             )
         except RunLockedError as exc:
             return problem(409, str(exc), "locked")
@@ -95,6 +111,7 @@ def create_admin_app(settings: Settings) -> BearerAuth:
         routes=[
             Route("/admin/reconcile/{source}", reconcile_endpoint, methods=["POST"]),
             *EVENT_ROUTES,
+            *CONSOLE_ROUTES,
             Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
@@ -104,8 +121,14 @@ def create_admin_app(settings: Settings) -> BearerAuth:
             DatabaseUnavailableError: database_unavailable,
         },
     )
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return BearerAuth(app, token, "SLUICE_ADMIN_TOKEN", public=("/metrics", "/healthz"))
+    with_sessions = session_middleware(app, settings, token)
+    return BearerAuth(
+        with_sessions,
+        token,
+        "SLUICE_ADMIN_TOKEN",
+        public=("/metrics", "/healthz"),
+        delegated=(PREFIX,),
+    )
 
 
 def _metrics_endpoint(metrics: RunMetrics) -> Callable[[Request], Awaitable[Response]]:

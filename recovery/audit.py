@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from recovery.journey import row_json
-from sluice.db import transaction
+from sluice.db import row_json, transaction
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
@@ -18,6 +17,11 @@ if TYPE_CHECKING:
 _WRITE = text(
     "INSERT INTO audit_log (actor, action, target, detail) "
     "VALUES (:actor, :action, :target, CAST(:detail AS jsonb))"
+)
+_CLAIM = text(
+    "INSERT INTO audit_log (actor, action, target, detail, request_key) "
+    "VALUES (:actor, :action, :target, CAST(:detail AS jsonb), :key) "
+    "ON CONFLICT (request_key) WHERE request_key IS NOT NULL DO NOTHING RETURNING id"
 )
 _READ = text(
     "SELECT id, at, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT :limit"
@@ -38,6 +42,28 @@ async def write_audit(
     await conn.execute(
         _WRITE, {"actor": actor, "action": action, "target": target, "detail": json_text(detail)}
     )
+
+
+async def claim_request(  # noqa: PLR0913 - an audit row and the key it is kept under
+    engine: AsyncEngine,
+    key: str,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+) -> bool:
+    """Record that a console request asked for an action, once per request key: False when
+    this key was seen before (a repeated submit), and then nothing is to be done."""
+    params = {
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "detail": json_text(detail),
+        "key": key,
+    }
+    async with transaction(engine) as conn:
+        return (await conn.execute(_CLAIM, params)).first() is not None
 
 
 async def read_audit(engine: AsyncEngine, *, limit: int = 100) -> list[dict[str, Any]]:

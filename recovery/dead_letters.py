@@ -30,7 +30,8 @@ _LIST = text(
     SELECT id, consumer, topic, partition, "offset", event_id, error_type, error, created_at,
            redriven_at, redriven_by, discarded_at, discarded_by, discard_reason
     FROM dead_letters
-    WHERE CAST(:pending AS boolean) IS FALSE OR (redriven_at IS NULL AND discarded_at IS NULL)
+    WHERE (CAST(:pending AS boolean) IS FALSE OR (redriven_at IS NULL AND discarded_at IS NULL))
+      AND (CAST(:consumer AS text) IS NULL OR consumer = CAST(:consumer AS text))
     ORDER BY id
     LIMIT :limit
     """
@@ -40,8 +41,16 @@ _PICK = text(
     SELECT id, topic, key, value, headers FROM dead_letters
     WHERE redriven_at IS NULL AND discarded_at IS NULL
       AND (CAST(:id AS bigint) IS NULL OR id = CAST(:id AS bigint))
+      AND (CAST(:consumer AS text) IS NULL OR consumer = CAST(:consumer AS text))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
+    """
+)
+_ONE = text(
+    """
+    SELECT id, consumer, topic, partition, "offset", event_id, error_type, error, created_at,
+           redriven_at, redriven_by, discarded_at, discarded_by, discard_reason, key, value, headers
+    FROM dead_letters WHERE id = :id
     """
 )
 _MARK = text("UPDATE dead_letters SET redriven_at = now(), redriven_by = :actor WHERE id = :id")
@@ -109,26 +118,53 @@ class DiscardResult:
 
 
 async def list_dead_letters(
-    engine: AsyncEngine, *, pending_only: bool = True, limit: int = 100
+    engine: AsyncEngine,
+    *,
+    pending_only: bool = True,
+    limit: int = 100,
+    consumer: str | None = None,
 ) -> list[DeadLetterRow]:
     async with transaction(engine) as conn:
-        rows = await conn.execute(_LIST, {"pending": pending_only, "limit": limit})
+        params = {"pending": pending_only, "limit": limit, "consumer": consumer}
+        rows = await conn.execute(_LIST, params)
         return [DeadLetterRow(*row) for row in rows]
 
 
-async def _pending_ids(engine: AsyncEngine, dead_letter_id: int | None) -> list[int]:
+async def read_dead_letter(
+    engine: AsyncEngine, dead_letter_id: int
+) -> tuple[DeadLetterRow, dict[str, Any]] | None:
+    """One dead letter, and the message it holds: key, value and headers as text."""
     async with transaction(engine) as conn:
-        return [row.id for row in await conn.execute(_PICK, {"id": dead_letter_id})]
+        row = (await conn.execute(_ONE, {"id": dead_letter_id})).first()
+    if row is None:
+        return None
+    message = {
+        "key": None if row.key is None else bytes(row.key).decode("utf-8", errors="replace"),
+        "value": None if row.value is None else bytes(row.value).decode("utf-8", errors="replace"),
+        "headers": dict(row.headers),
+    }
+    return DeadLetterRow(*row[:14]), message
 
 
-async def redrive(engine: AsyncEngine, dead_letter_id: int | None, *, actor: str) -> RedriveResult:
-    """Redrive one dead letter (by id) or every pending one (`None`), each in its own
-    transaction, so one that cannot be put back does not hold up the rest."""
+async def _pending_ids(
+    engine: AsyncEngine, dead_letter_id: int | None, consumer: str | None
+) -> list[int]:
+    async with transaction(engine) as conn:
+        params = {"id": dead_letter_id, "consumer": consumer}
+        return [row.id for row in await conn.execute(_PICK, params)]
+
+
+async def redrive(
+    engine: AsyncEngine, dead_letter_id: int | None, *, actor: str, consumer: str | None = None
+) -> RedriveResult:
+    """Redrive one dead letter (by id) or every pending one (`None`; of one consumer group if
+    given), each in its own transaction, so one that cannot be put back does not hold up the
+    rest."""
     result = RedriveResult([], [])
-    for letter_id in await _pending_ids(engine, dead_letter_id):
+    for letter_id in await _pending_ids(engine, dead_letter_id, consumer):
         try:
             async with transaction(engine) as conn:
-                row = (await conn.execute(_PICK, {"id": letter_id})).one_or_none()
+                row = (await conn.execute(_PICK, {"id": letter_id, "consumer": None})).one_or_none()
                 if row is None:  # redriven or discarded meanwhile by someone else
                     continue
                 await enqueue(conn, [_message(row)])
@@ -142,16 +178,22 @@ async def redrive(engine: AsyncEngine, dead_letter_id: int | None, *, actor: str
 
 
 async def discard(
-    engine: AsyncEngine, dead_letter_id: int | None, *, reason: str, actor: str
+    engine: AsyncEngine,
+    dead_letter_id: int | None,
+    *,
+    reason: str,
+    actor: str,
+    consumer: str | None = None,
 ) -> DiscardResult:
-    """Discard one dead letter (by id) or every pending one (`None`): nothing is put back; the
-    reason is kept with it and in the audit log."""
+    """Discard one dead letter (by id) or every pending one (`None`; of one consumer group if
+    given): nothing is put back; the reason is kept with it and in the audit log."""
     if not reason.strip():
         raise ValueError("a discard needs a reason")
     result = DiscardResult([])
-    for letter_id in await _pending_ids(engine, dead_letter_id):
+    for letter_id in await _pending_ids(engine, dead_letter_id, consumer):
         async with transaction(engine) as conn:
-            if (await conn.execute(_PICK, {"id": letter_id})).one_or_none() is None:
+            pick = {"id": letter_id, "consumer": None}
+            if (await conn.execute(_PICK, pick)).one_or_none() is None:
                 continue
             params = {"id": letter_id, "actor": actor, "reason": reason}
             await conn.execute(_DISCARD, params)

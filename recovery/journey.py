@@ -16,10 +16,9 @@ from sqlalchemy import text
 
 from consumers.registry import CONSUMERS
 from recovery.runs import SOURCES
-from sluice.db import transaction
+from sluice.db import row_json, transaction
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -75,11 +74,6 @@ def _as_uuid(ref: str) -> str | None:
         return str(uuid.UUID(ref))
     except ValueError:
         return None
-
-
-def row_json(row: Row[Any]) -> dict[str, Any]:
-    """A row as JSON values: times as ISO 8601 text."""
-    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row._asdict().items()}
 
 
 async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:

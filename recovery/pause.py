@@ -17,8 +17,7 @@ from sqlalchemy import text
 
 from consumers.registry import CONSUMERS
 from recovery.audit import write_audit
-from recovery.journey import row_json
-from sluice.db import transaction
+from sluice.db import row_json, transaction
 from sluice.pause import RELAY, consumer_component
 
 if TYPE_CHECKING:

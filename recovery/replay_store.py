@@ -2,7 +2,8 @@
 
 Each stored event's outbox message is rebuilt exactly as its ingest built it — same envelope,
 same `ce_id` (the event's id) — so consumers that applied it before drop the repeat through
-their dedupe records, and those that never saw it apply it once.
+their dedupe records, and those that never saw it apply it once. One replay per source runs at
+a time (an advisory lock, as reconcile takes): a second, from the CLI or the console, refuses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from outbox.enqueue import enqueue
+from recovery.lock import run_lock
 from recovery.progress import SILENT, Progress
 from sluice.db import transaction
 
@@ -128,6 +130,20 @@ async def replay_store(
             f"replaying {where.source} events is not supported; "
             f"sources that can be replayed: {', '.join(REBUILDERS)}"
         )
+    if dry_run:
+        return await _replay(engine, where, rebuild, dry_run=True, progress=progress)
+    async with run_lock(engine, f"replay:{where.source}"):
+        return await _replay(engine, where, rebuild, dry_run=False, progress=progress)
+
+
+async def _replay(
+    engine: AsyncEngine,
+    where: StoreFilter,
+    rebuild: Callable[[Any], OutboxMessage | None],
+    *,
+    dry_run: bool,
+    progress: Progress,
+) -> ReplayResult:
     result = ReplayResult()
     after_at: object = _EPOCH
     after_id = _NIL

@@ -1,21 +1,25 @@
 """One reconcile run, as the CLI, the CronJob and the admin endpoint start it.
 
-Takes the source's advisory lock (a second run refuses), runs, and returns the summary. The
-caller decides how to show it: JSON on stdout and an exit code, or an HTTP response.
+Takes the source's advisory lock (a second run refuses), runs, records the summary in
+`reconcile_runs` (the console's "last runs"), and returns it. The caller decides how to show
+it: JSON on stdout and an exit code, or an HTTP response.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+from sqlalchemy import text
 
+from recovery.audit import command_line_actor
 from recovery.lock import RunLockedError, run_lock
 from recovery.progress import progress_bar
 from recovery.reconcile_airtable import AirtableOptions, reconcile_airtable
 from recovery.summary import RunSummary
-from sluice.db import create_engine
+from sluice.db import create_engine, row_json, transaction
+from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
     import httpx
@@ -27,6 +31,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Source = Literal["square", "airtable"]
+
+_RECORD = text(
+    "INSERT INTO reconcile_runs (source, actor, started_at, ok, summary) "
+    "VALUES (:source, :actor, :started_at, :ok, CAST(:summary AS jsonb))"
+)
+_RECENT = text(
+    "SELECT id, source, actor, started_at, finished_at, ok, summary FROM reconcile_runs"
+    " ORDER BY id DESC LIMIT :limit"
+)
 SOURCES: tuple[Source, ...] = ("square", "airtable")
 
 EXIT_OK = 0
@@ -56,14 +69,17 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
     show_progress: bool = False,
     square_transport: httpx.AsyncBaseTransport | None = None,
     breakers: StateHook | None = None,
+    actor: str | None = None,
 ) -> RunSummary:
     """Run one reconcile of `source`. Raises RunLockedError if another run holds the lock.
-    `breakers` hears the provider's circuit breaker change state (RunMetrics.breakers)."""
+    `breakers` hears the provider's circuit breaker change state (RunMetrics.breakers);
+    `actor` is who started it (the command line's user unless said)."""
     own_engine = engine is None
     engine = engine or create_engine(
         settings.require_database_url(), pool_size=2, application_name=f"sluice-reconcile-{source}"
     )
     summary = RunSummary(source)
+    started_at = datetime.now(UTC)
     try:
         async with run_lock(engine, f"reconcile:{source}"):
             with structlog.contextvars.bound_contextvars(source=source, run="reconcile"):
@@ -86,10 +102,11 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         show_progress=show_progress,
                         breakers=breakers,
                     )
+            summary.finish()
+            await _record(engine, summary, actor or command_line_actor(), started_at)
     finally:
         if own_engine:
             await engine.dispose()
-    summary.finish()
     log.info(
         "reconcile.finished",
         source=source,
@@ -98,6 +115,27 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
         errors=len(summary.errors),
     )
     return summary
+
+
+async def _record(
+    engine: AsyncEngine, summary: RunSummary, actor: str, started_at: datetime
+) -> None:
+    params = {
+        "source": summary.source,
+        "actor": actor,
+        "started_at": started_at,
+        "ok": summary.ok,
+        "summary": json_text(summary.as_json()),
+    }
+    async with transaction(engine) as conn:
+        await conn.execute(_RECORD, params)
+
+
+async def recent_runs(engine: AsyncEngine, *, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest reconcile runs of either source, newest first."""
+    async with transaction(engine) as conn:
+        rows = (await conn.execute(_RECENT, {"limit": limit})).all()
+    return [row_json(row) for row in rows]
 
 
 async def _square(  # noqa: PLR0913

@@ -28,3 +28,12 @@ _SQUARE_OTHER = Topic.SQUARE_EVENTS
 
 def square_topic(entity_type: str | None) -> Topic:
     return _SQUARE_TOPIC_BY_ENTITY.get(entity_type or "", _SQUARE_OTHER)
+
+
+# What each consumer group reads by default (consumers/registry.py names the groups).
+CONSUMER_TOPICS: dict[str, tuple[str, ...]] = {
+    "jobs": (Topic.SQUARE_BOOKINGS.value, Topic.SQUARE_CUSTOMERS.value),
+    "airtable-fetcher": (Topic.AIRTABLE_PINGS.value,),
+    "leads": (Topic.AIRTABLE_RECORDS.value,),
+    "airtable-writeback": (Topic.APP_CHANGES.value,),
+}

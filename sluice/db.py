@@ -23,6 +23,8 @@ from sluice.errors import InvalidInputError, TransientError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from sqlalchemy import Row
+
 
 class DatabaseUnavailableError(TransientError):
     """PostgreSQL could not be reached or dropped the connection: retry later."""
@@ -44,6 +46,11 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "slui
         pool_timeout=5,
         connect_args={"connect_timeout": 3, "application_name": application_name},
     )
+
+
+def row_json(row: Row[Any]) -> dict[str, Any]:
+    """A row as JSON values: times as ISO 8601 text."""
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row._asdict().items()}
 
 
 def libpq_url(database_url: str) -> str:

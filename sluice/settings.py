@@ -290,6 +290,14 @@ class Settings(BaseSettings):
         validation_alias="SQUARE_BREAKER_RESET_SECONDS",
     )
     admin_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_ADMIN_TOKEN")
+    # The console's login session (recovery/console/): how long it lasts, and whether its cookie
+    # is sent over HTTPS only (off only for `sluice dev`, which serves plain HTTP on localhost).
+    console_session_minutes: int = Field(
+        default=480, ge=5, le=7 * 24 * 60, validation_alias="SLUICE_CONSOLE_SESSION_MINUTES"
+    )
+    console_secure_cookie: bool = Field(
+        default=True, validation_alias="SLUICE_CONSOLE_SECURE_COOKIE"
+    )
 
     # The App API and Airtable write-back (api/, consumers/airtable_writeback.py).
     api_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_API_TOKEN")
