@@ -51,7 +51,8 @@ def dev_components(port: int) -> list[tuple[str, list[str]]]:
         ("airtable-fetcher", ["consume", "airtable-fetcher"]),
         ("leads-consumer", ["consume", "leads"]),
         ("airtable-writeback", ["consume", "airtable-writeback"]),
-        # The App API next to ingest, on the port after the admin service's.
+        # The admin service and its console, then the App API, on the ports after ingest's.
+        ("admin", ["admin", "--host", "127.0.0.1", "--port", str(port + 1)]),
         ("api", ["api", "--host", "127.0.0.1", "--port", str(port + 2)]),
     ]
 
@@ -104,13 +105,7 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
         _wait_ready(options.port, stopping)
         _wait_consumers(servers.kafka, _consumer_groups(settings, options.port), stopping)
         (state_dir / DEV_INFO_FILE).write_text(json.dumps(info, indent=2))
-        _print_banner(
-            info["square_webhook_url"],
-            info["square_signature_key"],
-            servers.database_url,
-            servers.kafka,
-            [name for name, _ in running.processes],
-        )
+        _print_banner(info, [name for name, _ in running.processes], state_dir / DEV_INFO_FILE)
         return _supervise(running, stopping)
     finally:
         _stop(running)
@@ -172,6 +167,10 @@ def _start_components(
     env.update(airtable.env)
     if settings.api_token is None:
         env["SLUICE_API_TOKEN"] = _dev_secret(state_dir, "dev-api-token")
+    if settings.admin_token is None:
+        env["SLUICE_ADMIN_TOKEN"] = _dev_secret(state_dir, "dev-admin-token")
+    # Plain HTTP on localhost: the console's cookie cannot be HTTPS-only here.
+    env.setdefault("SLUICE_CONSOLE_SECURE_COOKIE", "false")
     for name, args in dev_components(options.port):
         process = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "sluice", *args],
@@ -185,6 +184,9 @@ def _start_components(
         "square_signature_key": key,
         "api_url": f"http://127.0.0.1:{options.port + 2}/api",
         "api_token": env.get("SLUICE_API_TOKEN"),
+        "admin_url": f"http://127.0.0.1:{options.port + 1}/admin",
+        "console_url": f"http://127.0.0.1:{options.port + 1}/console/",
+        "admin_token": env.get("SLUICE_ADMIN_TOKEN"),
         "database_url": servers.database_url,
         "kafka_bootstrap_servers": servers.kafka,
         **airtable.info,
@@ -281,17 +283,21 @@ def _wait_consumers(
         log.warning("dev.consumers_not_joined", groups=groups, waited_s=timeout)
 
 
-def _print_banner(url: str, key: str, database_url: str, kafka: str, names: list[str]) -> None:
-    shown_db = database_url.rsplit("@", maxsplit=1)[-1]
+def _print_banner(info: dict[str, Any], names: list[str], info_file: Path) -> None:
+    shown_db = str(info["database_url"]).rsplit("@", maxsplit=1)[-1]
     print(  # noqa: T201
         f"""
 sluice dev is running ({", ".join(names)})
-  Square webhook URL        {url}
-  Square signature key      {key}   (development only)
+  Square webhook URL        {info["square_webhook_url"]}
+  Square signature key      {info["square_signature_key"]}   (development only)
+  Console                   {info["console_url"]}
+    log in with the token   {info["admin_token"]}
+  App API                   {info["api_url"]}   (Authorization: Bearer {info["api_token"]})
   PostgreSQL                {shown_db}
-  Kafka bootstrap servers   {kafka}
+  Kafka bootstrap servers   {info["kafka_bootstrap_servers"]}
+  (all of this is also in {info_file})
 
-Try:  sluice simulate square booking.created
+Try:  sluice simulate square booking.created   (then watch it arrive in the console)
       sluice simulate airtable create
 Stop: Ctrl-C
 """,

@@ -129,3 +129,21 @@ def settings(database_url: str) -> Settings:
 async def ingest_url(settings: Settings) -> AsyncIterator[str]:
     async with running_server(create_app(settings)) as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say it loudly when the console's browser tests did not run: a green run without them
+    proves nothing about the pages."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "test_console_browser" in report.nodeid
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} BROWSER TESTS SKIPPED: no Chromium found "
+            "(apt-get install chromium); the console's pages were not tested in a browser",
+            red=True,
+            bold=True,
+        )
