@@ -4,9 +4,9 @@ The list runs newest first on each source's (source, received_at) index, one bra
 merged by UNION ALL (a single scan cannot keep that order across sources). The filters that
 would otherwise scan far are driven from their own index: a provider event id from the unique
 (source, provider_event_id) index; an entity from the consumers' outcomes, which carry the
-message key (a booking, customer or Airtable record id); the rare outcomes (stale, duplicate,
-dead-lettered) from their partial indexes. Pages are keyset pages on (received_at, id), so the
-hundredth page costs what the first does.
+message key (a booking, customer or Airtable record id); the outcomes other than applied from
+the outcome rows' own time index. Pages are keyset pages on (time, id), so the hundredth page
+costs what the first does.
 """
 
 from __future__ import annotations
@@ -36,24 +36,31 @@ if TYPE_CHECKING:
 PAGE = 50
 OUTCOMES = ("applied", "stale", "duplicate", "ignored", "dead_lettered")
 
-# Event ids with a rare outcome, from the partial indexes of migration 0011.
-_RARE = {
-    "stale": "SELECT CAST(event_id AS uuid) FROM consumer_dedupe WHERE outcome = 'stale'",
-    "duplicate": "SELECT CAST(event_id AS uuid) FROM event_outcomes WHERE outcome = 'duplicate'",
-    "dead_lettered": (
-        "SELECT CAST(event_id AS uuid) FROM event_outcomes WHERE outcome = 'dead_lettered'"
-    ),
+# Outcome rows name their event by text (a message without a sluice id has some other text, or
+# none): only a UUID can be one of ours.
+_OURS = "event_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+# Outcomes other than `applied` are few: such a list is read from the outcome rows, newest first
+# on their own index (migration 0011), each joined to its event by primary key. It is in the
+# order the outcomes were recorded, seconds after receipt.
+_DRIVEN = {
+    "stale": "SELECT CAST(event_id AS uuid) AS event_id, applied_at AS listed_at"  # noqa: S608
+    f" FROM consumer_dedupe WHERE outcome = 'stale' AND {_OURS}",
+    **{
+        kind: "SELECT CAST(event_id AS uuid) AS event_id, recorded_at AS listed_at"  # noqa: S608
+        f" FROM event_outcomes WHERE outcome = '{kind}' AND {_OURS}"
+        for kind in ("duplicate", "ignored", "dead_lettered")
+    },
 }
-# The common ones are most events: probing each newest event finds a page at once.
-_COMMON = {
-    "applied": "EXISTS (SELECT 1 FROM consumer_dedupe d WHERE d.consumer = ANY(:consumers)"
-    " AND d.event_id = e.id::text AND d.outcome = 'applied')",
-    "ignored": "EXISTS (SELECT 1 FROM event_outcomes o WHERE o.event_id = e.id::text"
-    " AND o.outcome = 'ignored')",
-}
+# Applied is nearly every event: probing the newest events one by one finds a page at once.
+_APPLIED = (
+    "EXISTS (SELECT 1 FROM consumer_dedupe d WHERE d.consumer = ANY(:consumers)"
+    " AND d.event_id = e.id::text AND d.outcome = 'applied')"
+)
 _ENTITY = (
-    "SELECT CAST(event_id AS uuid) FROM consumer_dedupe WHERE entity_key = :entity"
-    " UNION SELECT CAST(event_id AS uuid) FROM event_outcomes WHERE entity_key = :entity"
+    "SELECT CAST(event_id AS uuid) FROM consumer_dedupe"  # noqa: S608 - constants only
+    f" WHERE entity_key = :entity AND {_OURS}"
+    " UNION SELECT CAST(event_id AS uuid) FROM event_outcomes"
+    f" WHERE entity_key = :entity AND {_OURS}"
 )
 _COLUMNS = (
     "e.id, e.source, e.provider_event_id, e.event_type, e.entity_type, e.entity_id,"
@@ -94,11 +101,12 @@ class EventRow:
     entity_id: str | None
     received_at: datetime
     retry_number: int | None
+    listed_at: datetime  # what the list is ordered by: received, or the outcome's time
     outcomes: dict[str, str]  # consumer -> outcome
 
     @property
     def cursor(self) -> str:
-        return f"{self.received_at.isoformat()}_{self.id}"
+        return f"{self.listed_at.isoformat()}_{self.id}"
 
 
 def parse_cursor(value: str) -> tuple[datetime, str] | None:
@@ -109,16 +117,13 @@ def parse_cursor(value: str) -> tuple[datetime, str] | None:
         return None
 
 
-def _branch(source: str, where: EventFilter) -> str:
-    """One source's newest-first scan with every filter; all values are bound parameters."""
-    conditions = [f"e.source = '{source}'"]  # one of SOURCES, never a value from outside
-    # Semi-joins on the primary key: each event once, found by id.
-    if where.outcome in _RARE:
-        conditions.append(f"e.id IN ({_RARE[where.outcome]})")
-    elif where.outcome in _COMMON:
-        conditions.append(_COMMON[where.outcome])
+def _conditions(where: EventFilter, at: str) -> list[str]:
+    """The filters every list applies; `at` is the column the list is ordered by."""
+    conditions = []
+    if where.outcome == "applied":
+        conditions.append(_APPLIED)
     if where.entity is not None:
-        conditions.append(f"e.id IN ({_ENTITY})")
+        conditions.append(f"e.id IN ({_ENTITY})")  # a semi-join on the primary key
     if where.provider_event_id is not None:
         conditions.append("e.provider_event_id = :provider_event_id")
     if where.event_type is not None:
@@ -128,26 +133,47 @@ def _branch(source: str, where: EventFilter) -> str:
     if where.until is not None:
         conditions.append("e.received_at < :until")
     if where.after is not None:
-        conditions.append("(e.received_at, e.id) < (:after_at, CAST(:after_id AS uuid))")
+        conditions.append(f"({at}, e.id) < (:after_at, CAST(:after_id AS uuid))")
     if where.newer is not None:
-        conditions.append("(e.received_at, e.id) > (:newer_at, CAST(:newer_id AS uuid))")
+        conditions.append(f"({at}, e.id) > (:newer_at, CAST(:newer_id AS uuid))")
+    return conditions
+
+
+def _by_source(source: str, where: EventFilter) -> str:
+    """One source's newest-first scan; all values are bound parameters."""
+    conditions = [f"e.source = '{source}'", *_conditions(where, "e.received_at")]  # SOURCES
     return (
-        f"(SELECT {_COLUMNS} FROM inbound_events e"  # noqa: S608 - no values from outside
+        f"(SELECT {_COLUMNS}, e.received_at AS listed_at FROM inbound_events e"  # noqa: S608
         f" WHERE {' AND '.join(conditions)}"
         " ORDER BY e.received_at DESC, e.id DESC LIMIT :limit)"
     )
 
 
+def _list_sql(where: EventFilter) -> str:
+    if where.outcome in _DRIVEN:
+        conditions = _conditions(where, "o.listed_at")
+        if where.source is not None:
+            conditions.append("e.source = :source")
+        return (
+            f"SELECT {_COLUMNS}, o.listed_at FROM ({_DRIVEN[where.outcome]}) AS o"  # noqa: S608
+            " JOIN inbound_events e ON e.id = o.event_id"
+            f" WHERE {' AND '.join(conditions) or 'true'}"
+            " ORDER BY o.listed_at DESC, e.id DESC LIMIT :limit"
+        )
+    sources = [where.source] if where.source in SOURCES else list(SOURCES)
+    branches = " UNION ALL ".join(_by_source(s, where) for s in sources)
+    return (
+        f"SELECT * FROM ({branches}) AS page"  # noqa: S608 - no values from outside
+        " ORDER BY listed_at DESC, id DESC LIMIT :limit"
+    )
+
+
 async def list_events(engine: AsyncEngine, where: EventFilter) -> tuple[list[EventRow], bool]:
     """A page of events, newest first, and whether another page follows."""
-    sources = [where.source] if where.source in SOURCES else list(SOURCES)
-    branches = " UNION ALL ".join(_branch(s, where) for s in sources)
-    sql = (
-        f"SELECT * FROM ({branches}) AS page"  # noqa: S608 - no values from outside
-        " ORDER BY received_at DESC, id DESC LIMIT :limit"
-    )
+    sql = _list_sql(where)
     params: dict[str, Any] = {
         "limit": PAGE + 1,
+        "source": where.source,
         "consumers": list(CONSUMERS),
         "entity": where.entity,
         "provider_event_id": where.provider_event_id,
@@ -177,6 +203,7 @@ async def list_events(engine: AsyncEngine, where: EventFilter) -> tuple[list[Eve
             entity_id=row.entity_id,
             received_at=row.received_at,
             retry_number=row.retry_number,
+            listed_at=row.listed_at,
             outcomes=outcomes[str(row.id)],
         )
         for row in rows[:PAGE]

@@ -66,9 +66,8 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("minute", "source", "reason", name="pk_ingest_refusals"),
     )
-    # The console lists events by outcome, newest first. Applied and ignored are most events,
-    # so a scan of the newest finds them at once; the rare outcomes get partial indexes, which
-    # cost a write only when one happens.
+    # The console lists events by outcome, newest first. Applied is most events, so a scan of
+    # the newest finds a page at once; the others are few and read newest first from these.
     op.create_index(
         "ix_consumer_dedupe_stale",
         "consumer_dedupe",
@@ -76,15 +75,12 @@ def upgrade() -> None:
         postgresql_where=sa.text("outcome = 'stale'"),
     )
     op.create_index(
-        "ix_event_outcomes_rare",
-        "event_outcomes",
-        ["outcome", "id"],
-        postgresql_where=sa.text("outcome <> 'ignored'"),
+        "ix_event_outcomes_outcome_recorded_at", "event_outcomes", ["outcome", "recorded_at"]
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_event_outcomes_rare", table_name="event_outcomes")
+    op.drop_index("ix_event_outcomes_outcome_recorded_at", table_name="event_outcomes")
     op.drop_index("ix_consumer_dedupe_stale", table_name="consumer_dedupe")
     op.drop_table("ingest_refusals")
     op.drop_table("delivery_repeats")

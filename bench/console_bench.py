@@ -1,0 +1,219 @@
+"""Console benchmark: the overview, the events list with each filter, and an event's page, over a
+store of a million events with their journeys.
+
+Fills a fresh database in bulk (SQL generate_series): `--events` Square events received over the
+last `--days` days, each with its dedupe record (applied; 1% stale), 0.5% repeated deliveries with
+a `duplicate` outcome, 0.1% dead-lettered, and one jobs row per booking (ten events each). Then
+serves `sluice admin` in this process and times each page from a client over loopback, one
+request at a time: p50 and p95 of `--requests` requests after a warm-up.
+
+Runs against DATABASE_URL (a stock PostgreSQL) when it is set, else an embedded one.
+
+    python bench/console_bench.py [--events 1000000] [--days 30] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from urllib.parse import quote
+from pathlib import Path
+
+import httpx
+import psycopg
+import uvicorn
+from consumer_bench import drop_database, fresh_database  # bench/ is on sys.path
+
+from devkit.embedded import EmbeddedPostgres, free_port
+from devkit.simulate import square_event
+from recovery.admin import create_admin_app
+from sluice.db import libpq_url
+from sluice.logging import configure_logging
+from sluice.settings import Settings
+
+TOKEN = "bench-admin-token"  # noqa: S105
+TARGET_P95_MS = 150.0
+
+
+def fill(database_url: str, count: int, days: int) -> dict[str, str]:
+    """The store, its journeys and projections; returns ids that the filters look for."""
+    template = json.dumps(square_event("booking.updated", entity_id="BKID", event_id="EVID"))
+    spread = days * 86_400.0
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute(
+            """
+            INSERT INTO inbound_events (id, source, provider_event_id, event_type, entity_type,
+                entity_id, occurred_at, received_at, body, headers, retry_number)
+            SELECT md5('e' || n)::uuid, 'square', 'ev-' || n, 'booking.updated', 'booking',
+                   'bk' || (n / 10), at, at,
+                   convert_to(replace(replace(%(t)s, 'EVID', 'ev-' || n), 'BKID', 'bk' || (n / 10)),
+                              'UTF8'),
+                   '{"square-retry-number": "0"}', NULL
+            FROM (SELECT n, now() - make_interval(secs => %(spread)s * (%(count)s - n) / %(count)s)
+                  AS at FROM generate_series(1, %(count)s) AS n) AS g
+            """,
+            {"t": template, "count": count, "spread": spread},
+        )
+        conn.execute(
+            """
+            INSERT INTO consumer_dedupe (consumer, event_id, applied_at, outcome, origin, topic,
+                partition, "offset", entity_key, published_at, detail)
+            SELECT 'jobs', id::text, received_at, CASE WHEN n % 100 = 0 THEN 'stale' ELSE 'applied'
+                   END, 'delivered', 'square.bookings', n % 12, n, entity_id, received_at,
+                   CASE WHEN n % 100 = 0 THEN '{"row_version": 9, "event_version": 1}'::jsonb END
+            FROM (SELECT id, entity_id, received_at,
+                         row_number() OVER (ORDER BY received_at) AS n FROM inbound_events) AS e
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO event_outcomes (event_id, consumer, outcome, origin, topic, partition,
+                "offset", entity_key, published_at, recorded_at)
+            SELECT id::text, 'jobs', CASE WHEN n % 1000 = 7 THEN 'dead_lettered' ELSE 'duplicate'
+                   END, 'delivered', 'square.bookings', n % 12, n, entity_id, received_at,
+                   received_at
+            FROM (SELECT id, entity_id, received_at,
+                         row_number() OVER (ORDER BY received_at) AS n FROM inbound_events) AS e
+            WHERE n % 200 = 3 OR n % 1000 = 7
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO delivery_repeats (event_id, received_at, headers)
+            SELECT id, received_at + interval '1 minute', '{"square-retry-number": "1"}'
+            FROM inbound_events WHERE provider_event_id LIKE '%%3' AND random() < 0.05
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO jobs (booking_id, status, start_at, duration_minutes, booking_version,
+                              source_updated_at)
+            SELECT DISTINCT ON (entity_id) entity_id, 'ACCEPTED', received_at, 60, 9, received_at
+            FROM inbound_events ORDER BY entity_id, received_at DESC
+            """
+        )
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        print(f"filled {count:,} events in {time.perf_counter() - started:.0f} s; "
+              f"database {size.fetchone()[0]}")  # type: ignore[index]  # fmt: skip
+        picks = conn.execute(
+            """
+            SELECT (SELECT id::text FROM inbound_events ORDER BY received_at DESC LIMIT 1 OFFSET 500),
+                   (SELECT provider_event_id FROM inbound_events
+                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
+                   (SELECT entity_id FROM inbound_events
+                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
+                   (SELECT received_at || '_' || id FROM inbound_events
+                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s)
+            """,
+            {"middle": count // 2},
+        ).fetchone()
+    assert picks is not None
+    return {
+        "event": picks[0],
+        "provider_event_id": picks[1],
+        "entity": picks[2],
+        "middle": picks[3].replace(" ", "T").replace("+00", "+00:00"),
+    }
+
+
+def pages(ids: dict[str, str], days: int) -> list[tuple[str, str]]:
+    since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - days * 86_400 / 2))
+    until = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - days * 86_400 / 3))
+    return [
+        ("overview", "/"),
+        ("events, no filter", "/events"),
+        ("events, source", "/events?source=square"),
+        ("events, a page half-way", f"/events?after={quote(ids['middle'])}"),
+        ("events, type", "/events?type=booking.updated"),
+        ("events, entity", f"/events?entity={ids['entity']}"),
+        ("events, provider id", f"/events?provider_event_id={ids['provider_event_id']}"),
+        ("events, time range", f"/events?since={since}&until={until}"),
+        ("events, applied", "/events?outcome=applied"),
+        ("events, stale", "/events?outcome=stale"),
+        ("events, duplicate", "/events?outcome=duplicate"),
+        ("events, dead-lettered", "/events?outcome=dead_lettered"),
+        ("events, ignored (none)", "/events?outcome=ignored&source=square"),
+        ("event page", f"/events/{ids['event']}"),
+        ("event page, by provider id", f"/events/{ids['provider_event_id']}"),
+    ]
+
+
+async def measure(base: str, paths: list[tuple[str, str]], requests: int) -> bool:
+    met = True
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+        print(f"{'page':<28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        for name, path in paths:
+            for _ in range(3):
+                answer = await client.get(path)
+                assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+            times = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                answer = await client.get(path)
+                times.append((time.perf_counter() - started) * 1000)
+                assert answer.status_code == 200
+            p95 = statistics.quantiles(times, n=20)[18]
+            met &= p95 < TARGET_P95_MS
+            print(f"{name:<28} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f}")
+    return met
+
+
+async def serve_and_measure(
+    database_url: str, ids: dict[str, str], args: argparse.Namespace
+) -> bool:
+    settings = Settings(DATABASE_URL=database_url, SLUICE_ADMIN_TOKEN=TOKEN)
+    port = free_port()
+    config = uvicorn.Config(
+        create_admin_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        return await measure(
+            f"http://127.0.0.1:{port}/console", pages(ids, args.days), args.requests
+        )
+    finally:
+        server.should_exit = True
+        await task
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
+    postgres = None
+    server_url = os.environ.get("DATABASE_URL")
+    try:
+        if server_url is None:
+            postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
+            server_url = postgres.start()
+        database_url = fresh_database(server_url)
+        try:
+            ids = fill(database_url, args.events, args.days)
+            met = asyncio.run(serve_and_measure(database_url, ids, args))
+        finally:
+            drop_database(server_url, database_url)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    print(f"target p95 < {TARGET_P95_MS:.0f} ms on every page: {'met' if met else 'NOT met'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
