@@ -3,7 +3,8 @@
 A created record carries every cell, a changed record only the cells that changed, so each
 change writes only the source-owned columns it carries; app-owned columns are never written. A
 destroyed record sets `deleted_at` and keeps the row. The row's version is Airtable's base
-transaction number: a change older than the row's is ignored.
+transaction number: a change older than the row's writes nothing and is reported stale, with the
+row's version and its own (the journey keeps both).
 
 Our own write-back comes back from Airtable as a change by `publicApi` from our own user: an
 echo. An echo writes nothing it does not have to (a change that carries only the app-owned
@@ -33,8 +34,9 @@ import structlog
 from sqlalchemy import text
 
 from consumers.lead_sync import stamp_airtable_changes
+from consumers.message import Applied
 from consumers.skipped_cells import SkippedCell, record_skipped
-from consumers.upsert import upsert
+from consumers.upsert import held_versions, upsert
 from schemas.airtable import TableDestroyed
 from schemas.airtable_mapping import ResolvedTable, resolve
 from schemas.leads import LEADS
@@ -147,29 +149,37 @@ async def apply_record_changes(
     resolver: MappingResolver,
     changes: Sequence[RecordChange | TableDestroyed],
     own_user_ids: Collection[str] = (),
-) -> Tally:
+) -> Applied:
     """Write `changes` into their projections in the caller's transaction; returns what to
-    count once it commits (cells skipped, by kind)."""
+    count once it commits (cells skipped, by kind) and the changes that were stale, by their
+    position in `changes`."""
     writes = _Writes(frozenset(own_user_ids))
-    for change in changes:
+    for n, change in enumerate(changes):
         if isinstance(change, TableDestroyed):
             writes.destroyed_tables.append(change)
             resolver.forget(change.base_id)
             continue
         resolved = await resolver.table(change.base_id, change.table_id)
         if resolved is not None:  # else a table no projection maps: stored, not projected
-            writes.add(resolved, change)
+            writes.add(n, resolved, change)
     await stamp_airtable_changes(conn, writes.app_edits)
     await record_skipped(conn, writes.skipped)
+    stale: dict[int, dict[str, Any]] = {}
     for ownership, rows in writes.rows.items():
         for round_ in in_version_order(ownership, rows):  # one round unless a key has versions
-            await _upsert_by_columns(conn, ownership, round_)
+            changed = await _upsert_by_columns(conn, ownership, round_)
+            stale |= await writes.stale(conn, ownership, round_, changed)
     # After the changes: a change in this batch can only make a snapshot lose, never the reverse.
     for ownership, by_record in writes.snapshots.items():
-        await _upsert_by_columns(conn, ownership, list(by_record.values()), snapshot=True)
+        snapshots = list(by_record.values())
+        changed = await _upsert_by_columns(conn, ownership, snapshots, snapshot=True)
+        stale |= await writes.stale(conn, ownership, snapshots, changed)
     for table in writes.destroyed_tables:
         await _mark_table_deleted(conn, resolver.projections, table)
-    return Counter(("sluice_consumer_cells_skipped", (cell.kind,)) for cell in writes.skipped)
+    tally: Tally = Counter(
+        ("sluice_consumer_cells_skipped", (cell.kind,)) for cell in writes.skipped
+    )
+    return Applied(tally, stale)
 
 
 @dataclass
@@ -185,8 +195,12 @@ class _Writes:
     app_edits: list[tuple[str, str, datetime, Any]] = field(default_factory=list)
     skipped: list[SkippedCell] = field(default_factory=list)
     destroyed_tables: list[TableDestroyed] = field(default_factory=list)
+    # Per projection, the positions of the changes each (key, version) row was made of.
+    positions: dict[Ownership, dict[tuple[str, Any], list[int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
 
-    def add(self, resolved: ResolvedTable, change: RecordChange) -> None:
+    def add(self, position: int, resolved: ResolvedTable, change: RecordChange) -> None:
         ownership = resolved.mapping.ownership
         cells = resolved.columns(change.cells)
         app_cells = resolved.app_columns(change.cells)
@@ -204,6 +218,7 @@ class _Writes:
             for cell in (*cells.refused, *app_cells.refused)
         )
         row = change_row(resolved, change, cells)
+        self.positions[ownership][row[ownership.key], row[ownership.version]].append(position)
         if change.sweep is not None:
             self.snapshots[ownership][change.record_id] = row  # not an edit: nothing to stamp
             return
@@ -219,6 +234,29 @@ class _Writes:
                 for column, value in app_cells.columns.items()
             )
         self.rows[ownership].append(row)
+
+    async def stale(
+        self,
+        conn: AsyncConnection,
+        ownership: Ownership,
+        written: Sequence[dict[str, Any]],
+        changed: set[str],
+    ) -> dict[int, dict[str, Any]]:
+        """Of rows just upserted, the changes that wrote nothing because the row held a newer
+        version, by position, with both versions. A row that wrote nothing at its own version
+        (a part of that action already there) is not stale. Read right after their round, so
+        the row's version is still the one that kept them out."""
+        unchanged = {row[ownership.key] for row in written} - changed
+        if not unchanged:
+            return {}
+        held = await held_versions(conn, ownership, unchanged)
+        stale: dict[int, dict[str, Any]] = {}
+        for row in written:
+            key, version = row[ownership.key], row[ownership.version]
+            if key in unchanged and held.get(key) is not None and held[key] > version:
+                why = {"key": key, "row_version": held[key], "event_version": version}
+                stale |= dict.fromkeys(self.positions[ownership][key, version], why)
+        return stale
 
 
 async def _mark_table_deleted(
@@ -262,10 +300,13 @@ async def _upsert_by_columns(
     rows: Sequence[dict[str, Any]],
     *,
     snapshot: bool = False,
-) -> None:
+) -> set[str]:
+    """Returns the keys that changed."""
     # One upsert per set of columns: a statement writes the same columns for every row.
     by_columns: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_columns[frozenset(row)].append(row)
+    changed: set[str] = set()
     for same_columns in by_columns.values():
-        await upsert(conn, ownership, same_columns, snapshot=snapshot)
+        changed |= await upsert(conn, ownership, same_columns, snapshot=snapshot)
+    return changed

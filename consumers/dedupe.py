@@ -8,7 +8,7 @@ Records are kept for SLUICE_DEDUPE_RETENTION_DAYS; each consumer process prunes 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -16,7 +16,7 @@ from sluice.db import DatabaseUnavailableError, autocommit, driver_connection
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -24,20 +24,22 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Run on the driver connection (psycopg placeholders): see claim_events.
+# Run on the driver connection (psycopg placeholders): see claim_events. The document is read
+# as jsonb, parsed once: `->>` on json text parses the element again for every field it reads.
 _CLAIM = """
     INSERT INTO consumer_dedupe
-        (consumer, event_id, origin, topic, partition, "offset", entity_key, published_at)
+        (consumer, event_id, origin, topic, partition, "offset", entity_key, published_at,
+         outcome, detail)
     SELECT %(consumer)s, c->>0, c->>1, c->>2, CAST(c->>3 AS int), CAST(c->>4 AS bigint),
-           c->>5, to_timestamp(CAST(c->>6 AS bigint) / 1000.0)
-    FROM json_array_elements(CAST(%(claims)s AS json)) AS c
+           c->>5, to_timestamp(CAST(c->>6 AS bigint) / 1000.0), COALESCE(c->>7, 'applied'), c->8
+    FROM jsonb_array_elements(CAST(%(claims)s AS jsonb)) AS c
     ON CONFLICT DO NOTHING
     RETURNING event_id
     """
-_STALE = """
-    UPDATE consumer_dedupe AS d SET outcome = 'stale', detail = CAST(s.detail AS jsonb)
-    FROM unnest(CAST(%(event_ids)s AS text[]), CAST(%(details)s AS text[])) AS s(e, detail)
-    WHERE d.consumer = %(consumer)s AND d.event_id = s.e
+_CORRECT = """
+    UPDATE consumer_dedupe AS d SET outcome = s->>1, detail = NULLIF(s->2, 'null')
+    FROM jsonb_array_elements(CAST(%(outcomes)s AS jsonb)) AS s
+    WHERE d.consumer = %(consumer)s AND d.event_id = s->>0
     """
 
 
@@ -46,9 +48,11 @@ async def claim_events(
     consumer: str,
     event_ids: Sequence[str],
     messages: Sequence[ConsumedMessage] | None = None,
+    stale: Mapping[str, dict[str, Any]] | None = None,
 ) -> set[str]:
     """Record `event_ids` as applied by `consumer`; returns those not recorded before. With
-    `messages` (one per id), each record keeps where its message came from.
+    `messages` (one per id), each record keeps where its message came from; the ids in `stale`
+    are recorded stale, with why (the row's version and the event's).
 
     If the caller's transaction rolls back, so do the records: an event counts as applied only
     when its effect committed. This is usually a batch's first statement, so it goes in pipeline
@@ -56,20 +60,25 @@ async def claim_events(
     """
     if not event_ids:
         return set()
-    params = {"consumer": consumer, "claims": _claims(event_ids, messages)}
+    params = {"consumer": consumer, "claims": _claims(event_ids, messages, stale or {})}
     driver = await driver_connection(conn)
     async with driver.pipeline():
         cursor = await driver.execute(_CLAIM, params)
     return {row[0] for row in await cursor.fetchall()}
 
 
-def _claims(event_ids: Sequence[str], messages: Sequence[ConsumedMessage] | None) -> str:
+def _claims(
+    event_ids: Sequence[str],
+    messages: Sequence[ConsumedMessage] | None,
+    stale: Mapping[str, dict[str, Any]],
+) -> str:
     """The records as one JSON document of arrays (event id, origin, topic, partition, offset,
-    key, publish time): far cheaper to send than a PostgreSQL array per column."""
+    key, publish time, and for a stale one its outcome and detail): far cheaper to send than a
+    PostgreSQL array per column."""
     if messages is None:
-        return json_text([(nul_free(e),) for e in event_ids])
-    return json_text(
-        [
+        claims: list[tuple[Any, ...]] = [(nul_free(e),) for e in event_ids]
+    else:
+        claims = [
             (
                 nul_free(e),
                 m.origin,
@@ -81,16 +90,26 @@ def _claims(event_ids: Sequence[str], messages: Sequence[ConsumedMessage] | None
             )
             for e, m in zip(event_ids, messages, strict=True)
         ]
-    )
+    if stale:
+        for n, e in enumerate(event_ids):
+            if e in stale:
+                claims[n] = (*claims[n], *(None,) * (7 - len(claims[n])), "stale", stale[e])
+    return json_text(claims)
 
 
-async def mark_stale(conn: AsyncConnection, consumer: str, stale: dict[str, str]) -> None:
-    """Mark applied records stale: event id -> why, as JSON text (the row's version and the
-    event's). Rare, so a statement of its own costs the common batch nothing."""
-    if not stale:
+async def correct_outcomes(
+    conn: AsyncConnection, consumer: str, outcomes: Mapping[str, dict[str, Any] | None]
+) -> None:
+    """Set the outcome of records already claimed: event id -> why it was stale (the row's
+    version and the event's), or None for applied. Only for what the claim could not know: a
+    row that held a newer version already (rare), so the common batch sends no statement."""
+    if not outcomes:
         return
-    params = {"consumer": consumer, "event_ids": list(stale), "details": list(stale.values())}
-    await (await driver_connection(conn)).execute(_STALE, params)
+    document = json_text(
+        [(e, "applied" if why is None else "stale", why) for e, why in outcomes.items()]
+    )
+    params = {"consumer": consumer, "outcomes": document}
+    await (await driver_connection(conn)).execute(_CORRECT, params)
 
 
 def nul_free(value: str) -> str:

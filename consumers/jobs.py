@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from consumers.errors import InvalidMessageError
 from consumers.message import Applied, Decoded
-from consumers.upsert import refresh_cached, repoint, upsert, upsert_newest
+from consumers.upsert import refresh_cached, repoint, superseded_rows, upsert, upsert_newest
 from schemas.projections import JOBS, SQUARE_CUSTOMERS
 from schemas.square_objects import CustomerMerge, SquareChange, SquareChangeEvent
 from schemas.topics import Topic
@@ -94,6 +94,20 @@ class JobsProjection:
         if bookings:
             stale |= await _apply_bookings(conn, bookings)
         return Applied(stale=stale)
+
+    def superseded(self, items: Sequence[JobsChange]) -> dict[int, dict[str, Any]]:
+        """The changes a newer one of the same booking or customer in `items` leaves stale."""
+        customers = [
+            (n, i.row)
+            for n, i in enumerate(items)
+            if isinstance(i, CustomerChange) and i.row is not None
+        ]
+        bookings = [(n, i.row) for n, i in enumerate(items) if isinstance(i, BookingChange)]
+        found: dict[int, dict[str, Any]] = {}
+        for ownership, indexed in ((SQUARE_CUSTOMERS, customers), (JOBS, bookings)):
+            stale = superseded_rows(ownership, [row for _, row in indexed])
+            found |= {indexed[i][0]: why for i, why in stale.items()}
+        return found
 
 
 def _booking_change(change: SquareChange) -> BookingChange:

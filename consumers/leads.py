@@ -64,4 +64,4 @@ class LeadsProjection:
     ) -> Applied:
         # The schema lookup (once per base) may find Airtable unavailable: a TransientError, so
         # the batch is retried.
-        return Applied(await apply_record_changes(conn, self._resolver, items, self._own_user_ids))
+        return await apply_record_changes(conn, self._resolver, items, self._own_user_ids)

@@ -111,6 +111,16 @@ class Projection(Protocol[T]):
 
 
 @runtime_checkable
+class KnowsSuperseded(Protocol):
+    """A projection that can tell, before a batch is applied, which of its items a newer item of
+    the same batch will leave stale: their dedupe records are then written stale at once, instead
+    of being claimed applied and marked stale by a second statement."""
+
+    def superseded(self, items: Sequence[Any]) -> dict[int, dict[str, Any]]:
+        """By position in `items`: what `apply` would report as stale for them (no I/O)."""
+
+
+@runtime_checkable
 class RunsAlongside(Protocol):
     """A projection with work of its own beside the consumer loop (the write-back pusher)."""
 

@@ -41,14 +41,13 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from consumers.dead_letters import DeadLetter, DeadLetterBudget, record_dead_letters
-from consumers.dedupe import claim_events, mark_stale
+from consumers.dedupe import claim_events, correct_outcomes
 from consumers.journey import Outcome, record_outcomes
-from consumers.message import ConsumedMessage, Decoded
+from consumers.message import ConsumedMessage, Decoded, KnowsSuperseded
 from outbox.producer import KafkaUnavailableError
 from sluice.db import savepoint, transaction
 from sluice.errors import InvalidInputError, TransientError
 from sluice.gc_policy import freeze_startup_objects
-from sluice.jsontext import json_text
 from sluice.pause import PauseWatch, consumer_component
 from sluice.resilience import Backoff
 
@@ -480,12 +479,27 @@ class ConsumerRuntime(Generic[T]):
         for message, item in items:
             first.setdefault(item.event_id, (message, item))
         ids = list(first)
-        fresh = await claim_events(conn, self.name, ids, [first[e][0] for e in ids])
+        # What the batch itself makes stale is known before the claim, which records it so.
+        foreseen: dict[str, dict[str, Any]] = {}
+        if isinstance(self.projection, KnowsSuperseded):
+            superseded = self.projection.superseded([first[e][1].value for e in ids])
+            foreseen = {ids[n]: why for n, why in superseded.items()}
+        fresh = await claim_events(conn, self.name, ids, [first[e][0] for e in ids], foreseen)
         new = [event_id for event_id in first if event_id in fresh]
         values = [first[e][1].value for e in new]
         result = await self.projection.apply(conn, values) if new else None
-        stale = result.stale if result is not None else {}
-        await mark_stale(conn, self.name, {new[n]: json_text(why) for n, why in stale.items()})
+        stale = {new[n]: why for n, why in result.stale.items()} if result is not None else {}
+        # What the apply found otherwise: a row that held a newer version already (or a newer
+        # copy in the batch that was a duplicate, so the foreseen detail was not the row's).
+        await correct_outcomes(
+            conn,
+            self.name,
+            {
+                e: stale.get(e)
+                for e in (stale.keys() | foreseen.keys()) & fresh
+                if stale.get(e) != foreseen.get(e)
+            },
+        )
         duplicates: list[Outcome] = []
         if len(new) < len(items):
             # The first copy of a fresh event id is the one applied; any other is a duplicate.

@@ -246,12 +246,36 @@ def newest_per_key(
     return list(chosen.values()), winner
 
 
+def superseded_rows(
+    ownership: Ownership, rows: Sequence[Mapping[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """The rows a newer row of their key in `rows` supersedes, by position, each with its key,
+    the version that won and its own: what upsert_newest reports for them once the winner is
+    written. No I/O, so it can be known before the batch is applied."""
+    key, version = ownership.key, ownership.version
+    winner: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        won = winner.get(row[key])
+        if won is None or row[version] > rows[won][version]:
+            winner[row[key]] = i
+    return {
+        i: {
+            "key": row[key],
+            "row_version": rows[winner[row[key]]][version],
+            "event_version": row[version],
+        }
+        for i, row in enumerate(rows)
+        if winner[row[key]] != i
+    }
+
+
 async def upsert_newest(
     conn: AsyncConnection, ownership: Ownership, rows: Sequence[Mapping[str, Any]]
 ) -> dict[int, dict[str, Any]]:
     """Write the newest row of each key (newest_per_key, then upsert) and say which rows changed
-    nothing, by their position in `rows`: a newer row of their key came in the same batch, or
-    the table held their version or a newer one already. Each says the row's version and its own.
+    nothing, by their position in `rows`: a newer row of their key came in the same batch
+    (as `superseded_rows` says, when that row was written), or the table held their version or a
+    newer one already. Each says the row's version and its own.
     """
     if not rows:
         return {}
@@ -265,14 +289,7 @@ async def upsert_newest(
     versions = {k: rows[i][version] for k, i in winner.items() if k in changed}
     unread = sorted({rows[i][key] for i in stale} - versions.keys())
     if unread:
-        held = await conn.execute(
-            text(
-                f"SELECT {key}, {version} FROM {ownership.name} "  # noqa: S608 - declared names
-                f"WHERE {key} = ANY(CAST(:keys AS text[]))"
-            ),
-            {"keys": unread},
-        )
-        versions.update({row[0]: row[1] for row in held})
+        versions.update(await held_versions(conn, ownership, unread))
     return {
         i: {
             "key": rows[i][key],
@@ -281,3 +298,17 @@ async def upsert_newest(
         }
         for i in stale
     }
+
+
+async def held_versions(
+    conn: AsyncConnection, ownership: Ownership, keys: Collection[str]
+) -> dict[str, Any]:
+    """The version each of `keys` holds in the table (keys without a row are left out)."""
+    held = await conn.execute(
+        text(
+            f"SELECT {ownership.key}, {ownership.version} FROM {ownership.name} "  # noqa: S608 - declared names
+            f"WHERE {ownership.key} = ANY(CAST(:keys AS text[]))"
+        ),
+        {"keys": list(keys)},
+    )
+    return {row[0]: row[1] for row in held}

@@ -19,6 +19,7 @@ from consumers.message import ConsumedMessage
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
 from devkit.fakes.airtable import FakeAirtable
 from ingest.airtable_fetch import change_event, fetch_webhook
+from recovery.journey import find_journey
 from schemas.airtable import RecordChange
 from sluice.db import create_engine, transaction
 from tests.support.airtable import (
@@ -193,6 +194,40 @@ async def test_a_deleted_table_marks_its_leads_deleted_and_keeps_staff_data(
     ).fetchall() == [("airtable.table.destroyed", "table", f"{airtable.base.id}/{table_id}")]
     assert db.execute("SELECT destroyed_table_ids FROM airtable_webhooks").fetchone() == (
         [table_id],
+    )
+
+
+async def test_a_change_older_than_the_row_is_reported_stale_with_both_versions(
+    airtable: Airtable, engine: AsyncEngine, db: Conn, database_url: str
+) -> None:
+    await register(engine, airtable)
+    [rec] = airtable.fake.create_records(airtable.base.id, "Leads", [{"Full Name": "Ada"}])
+    airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Company": "ACME"}})
+    airtable.fake.update_records(airtable.base.id, "Leads", {rec: {"Company": "Beta"}})
+    await fetch_webhook(engine, airtable.client(), airtable.webhook.id)
+    created, older, newer = outbox_rows(db)
+    leads = LeadsProjection(airtable.client())
+
+    # Two versions of one record in a batch are applied in order: neither is stale.
+    first = await apply_as(leads, database_url, [created, newer])
+    late = await apply_as(leads, database_url, [older])
+
+    assert (first.applied, first.stale, late.applied, late.stale) == (2, 0, 1, 1)
+    assert lead(db, rec, "company", "airtable_txn") == ("Beta", 3)
+    journey = await find_journey(engine, older["headers"]["ce_id"])
+    assert journey is not None
+    assert [(o["consumer"], o["outcome"], o["detail"]) for o in journey["outcomes"]] == [
+        ("leads", "stale", {"key": rec, "row_version": 3, "event_version": 2})
+    ]
+    recorded = db.execute(
+        "SELECT event_id, outcome FROM consumer_dedupe WHERE consumer = 'leads'"
+    ).fetchall()
+    assert sorted(recorded) == sorted(
+        [
+            (created["headers"]["ce_id"], "applied"),
+            (newer["headers"]["ce_id"], "applied"),
+            (older["headers"]["ce_id"], "stale"),
+        ]
     )
 
 

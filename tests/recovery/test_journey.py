@@ -110,6 +110,38 @@ async def test_an_older_version_in_the_same_batch_is_stale_too(
     ]
 
 
+async def test_a_batch_superseded_by_a_row_newer_still_records_the_rows_version(
+    engine: AsyncEngine, db: psycopg.Connection[Any]
+) -> None:
+    """A change the batch supersedes is claimed stale at once; when the row turns out to hold a
+    newer version than the batch's, its record says so too, as its newer neighbour's does."""
+    runtime = ConsumerRuntime(
+        JobsProjection(), engine, ConsumerConfig(bootstrap_servers="unused", group_id="jobs")
+    )
+    await store_events(
+        engine,
+        [
+            square_event("booking.updated", entity_id="bkA", version=9),
+            square_event("booking.updated", entity_id="bkA", version=2),
+            square_event("booking.updated", entity_id="bkA", version=5),
+            square_event("booking.updated", entity_id="bkA", version=7),
+        ],
+    )
+    v9, v2, v5, v7 = published(outbox_rows(db), 0)
+    await runtime.apply_batch([v9])
+    outcome = await runtime.apply_batch([v2, v5])  # v5 supersedes v2, but the row holds v9
+    assert (outcome.applied, outcome.stale) == (2, 2)
+    # v9 supersedes v7 in the batch, but as a duplicate it is not applied again.
+    await runtime.apply_batch([v9, v7])
+    assert [(o[1], o[3]) for o in outcomes(db)] == [
+        ("applied", None),
+        ("stale", {"key": "bkA", "row_version": 9, "event_version": 2}),
+        ("stale", {"key": "bkA", "row_version": 9, "event_version": 5}),
+        ("duplicate", None),
+        ("stale", {"key": "bkA", "row_version": 9, "event_version": 7}),
+    ]
+
+
 async def test_admin_answers_the_journey_by_either_id_and_searches_by_entity(
     engine: AsyncEngine, database_url: str, db: psycopg.Connection[Any]
 ) -> None:
