@@ -22,8 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -105,7 +105,8 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
               f"database {size.fetchone()[0]}")  # type: ignore[index]  # fmt: skip
         picks = conn.execute(
             """
-            SELECT (SELECT id::text FROM inbound_events ORDER BY received_at DESC LIMIT 1 OFFSET 500),
+            SELECT (SELECT id::text FROM inbound_events
+                    ORDER BY received_at DESC LIMIT 1 OFFSET 500),
                    (SELECT provider_event_id FROM inbound_events
                     ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
                    (SELECT entity_id FROM inbound_events
@@ -178,6 +179,8 @@ async def serve_and_measure(
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
+        if task.done():
+            task.result()  # it failed to start: say why
         await asyncio.sleep(0.05)
     try:
         return await measure(

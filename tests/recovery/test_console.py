@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 TOKEN = "console-token-for-tests"  # noqa: S105
 
 
-def _settings(database_url: str, **more: Any) -> Settings:  # noqa: ANN401
+def _settings(database_url: str, **more: Any) -> Settings:
     return Settings(
         DATABASE_URL=database_url,
         SLUICE_ADMIN_TOKEN=TOKEN,
