@@ -25,7 +25,7 @@ from ingest.airtable_fetch import UnknownWebhookError, fetch_webhook, register_w
 from outbox.enqueue import OutboxMessage, enqueue
 from schemas.airtable import SOURCE, AirtablePing
 from schemas.envelope import CloudEvent
-from schemas.topics import Topic
+from schemas.topics import CONSUMER_TOPICS, Topic
 from sluice.db import transaction
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class AirtableFetcher:
     def __init__(
         self,
         client: AirtableClient,
-        topics: Sequence[str] = (Topic.AIRTABLE_PINGS.value,),
+        topics: Sequence[str] = CONSUMER_TOPICS["airtable-fetcher"],
         *,
         max_pages: int = MAX_PAGES_PER_PING,
     ) -> None:

@@ -25,7 +25,7 @@ from consumers.message import Decoded
 from consumers.writeback_pusher import PusherConfig, WritebackPusher
 from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
-from schemas.topics import Topic
+from schemas.topics import CONSUMER_TOPICS, Topic
 from sluice.listen import CommitListener
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class AirtableWriteback:
         breaker: CircuitBreaker,
         *,
         database_url: str | None = None,
-        topics: Sequence[str] = (Topic.APP_CHANGES.value,),
+        topics: Sequence[str] = CONSUMER_TOPICS["airtable-writeback"],
         config: PusherConfig | None = None,
     ) -> None:
         self._client = client

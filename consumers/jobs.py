@@ -25,7 +25,7 @@ from consumers.message import Applied, Decoded
 from consumers.upsert import refresh_cached, repoint, superseded_rows, upsert, upsert_newest
 from schemas.projections import JOBS, SQUARE_CUSTOMERS
 from schemas.square_objects import CustomerMerge, SquareChange, SquareChangeEvent
-from schemas.topics import Topic
+from schemas.topics import CONSUMER_TOPICS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -56,7 +56,7 @@ JobsChange = BookingChange | CustomerChange
 class JobsProjection:
     def __init__(
         self,
-        topics: Sequence[str] = (Topic.SQUARE_BOOKINGS.value, Topic.SQUARE_CUSTOMERS.value),
+        topics: Sequence[str] = CONSUMER_TOPICS["jobs"],
     ) -> None:
         self._topics = tuple(topics)
 

@@ -16,7 +16,7 @@ from consumers.message import Applied, Decoded
 from schemas.airtable import RecordEvent
 from schemas.envelope import CloudEvent
 from schemas.leads import AIRTABLE_MAPPINGS
-from schemas.topics import Topic
+from schemas.topics import CONSUMER_TOPICS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +33,7 @@ class LeadsProjection:
     def __init__(
         self,
         client: AirtableClient,
-        topics: Sequence[str] = (Topic.AIRTABLE_RECORDS.value,),
+        topics: Sequence[str] = CONSUMER_TOPICS["leads"],
         mappings: Sequence[TableMapping] = AIRTABLE_MAPPINGS,
         own_user_ids: Sequence[str] = (),
     ) -> None:

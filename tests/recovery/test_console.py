@@ -212,3 +212,10 @@ async def test_bad_forms_get_a_4xx_and_change_nothing(
     assert not_utf8.status_code == 400
     assert db.execute("SELECT count(*) FROM pauses").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
+
+
+def test_the_overview_knows_the_topics_of_every_consumer_group() -> None:
+    from consumers.registry import CONSUMERS  # noqa: PLC0415
+    from schemas.topics import CONSUMER_TOPICS  # noqa: PLC0415
+
+    assert sorted(CONSUMER_TOPICS) == sorted(CONSUMERS)
