@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 "POST /webhooks/square refuses every request",
             )
         try:
-            yield
+            async with metrics.refusals.flushing(engine):
+                yield
         finally:
             await writer.stop()
             await engine.dispose()

@@ -2,7 +2,7 @@
 
 Counted from the `Answer` alone (its `reason` says accepted, duplicate, or why it was refused),
 so the endpoints need no metrics code. Counter increments and one histogram observation per
-request: nothing that waits.
+request: nothing that waits. Refusals are also tallied for the database (ingest/refusals.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
+from ingest.refusals import RefusalTally
 from sluice.metrics import counter, exposition, histogram
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class SourceMetrics:
         self.duplicate = metrics.duplicate.labels(source)
         self.ack_seconds = metrics.ack_seconds.labels(source)
         self._rejected = metrics.rejected
+        self._refusals = metrics.refusals
 
     def answered(self, answer: Answer, seconds: float) -> None:
         if answer.reason == "accepted":
@@ -39,6 +41,7 @@ class SourceMetrics:
             self.duplicate.inc()
         else:
             self._rejected.labels(self.source, answer.reason).inc()
+            self._refusals.add(self.source, answer.reason)
             return
         self.ack_seconds.observe(seconds)
 
@@ -51,6 +54,7 @@ class IngestMetrics:
         self.duplicate: Counter = counter("sluice_webhooks_duplicate", self.registry)
         self.rejected: Counter = counter("sluice_webhooks_rejected", self.registry)
         self.ack_seconds: Histogram = histogram("sluice_webhook_ack_seconds", self.registry)
+        self.refusals = RefusalTally()  # the same refusals, for the console (ingest_refusals)
 
     def for_source(self, source: str) -> SourceMetrics:
         return SourceMetrics(self, source)
