@@ -6,7 +6,8 @@ Nothing of a refused request is stored, and a refusal costs no database round tr
 added in memory and written every few seconds in one statement, so a flood of bad signatures
 costs one row per reason and minute. When the database is unreachable (deliveries are refused
 with 503 then) the counts wait for the next write; at most `MAX_MINUTES` minutes of them are
-kept, the oldest given up first.
+kept, the oldest given up first. Counts older than `KEEP_DAYS` days are deleted as new ones
+are written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 FLUSH_SECONDS = 5.0
 MAX_MINUTES = 60
+KEEP_DAYS = 2  # the overview shows the last day
 
 _ADD = text(
     """
@@ -43,6 +45,8 @@ _ADD = text(
     DO UPDATE SET count = ingest_refusals.count + excluded.count
     """
 )
+# The primary key leads with the minute: finding nothing to delete is one index probe.
+_FORGET = text("DELETE FROM ingest_refusals WHERE minute < now() - make_interval(days => :days)")
 
 
 class RefusalTally:
@@ -66,6 +70,7 @@ class RefusalTally:
         try:
             async with transaction(engine) as conn:
                 await conn.execute(_ADD, params)
+                await conn.execute(_FORGET, {"days": KEEP_DAYS})
         except TransientError:
             self._counts.update(counts)  # written with the next flush
             newest = max(k[2] for k in self._counts)
