@@ -145,6 +145,7 @@ def asyncapi_document() -> dict[str, Any]:
 
 _REF = "#/components/schemas/{model}"
 MAX_LOOKBACK_MINUTES = 1440  # recovery.runs.MAX_LOOKBACK_MINUTES (a test keeps them equal)
+REPEATS_SHOWN = 100  # recovery.journey.REPEATS_SHOWN (a test keeps them equal)
 
 
 def _json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +155,12 @@ def _json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 def _problem(description: str) -> dict[str, Any]:
     return _json_body(description, {"$ref": _REF.format(model="Problem")})
 
+
+_SIGNATURE_KEY = (
+    "which configured key verified the delivery, never the key: its position in"
+    " SQUARE_WEBHOOK_SIGNATURE_KEYS (from 1) or its Airtable webhook id, a colon, and the first"
+    " 6 hex digits of the SHA-256 of the key as configured"
+)
 
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -183,13 +190,51 @@ _SCHEMAS: dict[str, Any] = {
     "Journey": {
         "type": "object",
         "properties": {
-            "event": {"type": "object", "description": "the stored event, without its body"},
+            "event": {
+                "type": "object",
+                "description": "the stored event, without its body, as its first delivery came",
+                "properties": {
+                    "headers": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "the delivery headers kept, the signature header included",
+                    },
+                    "signature_key": {
+                        "type": ["string", "null"],
+                        "description": _SIGNATURE_KEY,
+                    },
+                },
+            },
+            "repeats": {
+                "type": "array",
+                "description": "later deliveries of the event, the oldest first",
+                "maxItems": REPEATS_SHOWN,
+                "items": {"$ref": _REF.format(model="DeliveryRepeat")},
+            },
+            "repeats_total": {"type": "integer", "description": "every later delivery"},
             "outbox": {"type": "array", "items": {"type": "object"}},
             "published": {"type": ["object", "null"]},
             "outcomes": {"type": "array", "items": {"type": "object"}},
             "dead_letters": {"type": "array", "items": {"type": "object"}},
         },
-        "required": ["event", "outbox", "published", "outcomes", "dead_letters"],
+        "required": [
+            "event",
+            "repeats",
+            "repeats_total",
+            "outbox",
+            "published",
+            "outcomes",
+            "dead_letters",
+        ],
+    },
+    "DeliveryRepeat": {
+        "type": "object",
+        "properties": {
+            "received_at": {"type": "string", "format": "date-time"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "signature_key": {"type": ["string", "null"], "description": _SIGNATURE_KEY},
+        },
+        "required": ["received_at", "headers", "signature_key"],
     },
     "ReconcileSummary": {
         "type": "object",

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import structlog
 from pydantic import ValidationError
 
 from ingest.answers import problem, validation_problem
+from ingest.key_fingerprint import key_fingerprint
 from ingest.record import NewEvent
 from ingest.store import store_and_answer
 from outbox.enqueue import OutboxMessage
@@ -40,15 +42,22 @@ log = structlog.get_logger(__name__)
 
 MAC_HEADER = "x-airtable-content-mac"
 PING_TYPE = "airtable.ping"
-KEPT_HEADERS = ("content-type", "user-agent")
+# The MAC is kept with the body byte for byte, so a stored ping can be verified again later.
+KEPT_HEADERS = (MAC_HEADER, "content-type", "user-agent")
 
 
 def content_mac(secret: bytes, body: bytes) -> str:
     return "hmac-sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def matching_webhook(secrets: Mapping[str, SecretStr], body: bytes, header: str) -> str | None:
-    """The id of the webhook whose MAC secret signed `body`, if any.
+@dataclass(frozen=True, slots=True)
+class Signer:
+    webhook_id: str
+    fingerprint: str  # ingest.key_fingerprint: the webhook id and its secret's digest
+
+
+def matching_webhook(secrets: Mapping[str, SecretStr], body: bytes, header: str) -> Signer | None:
+    """The webhook whose MAC secret signed `body`, if any.
 
     Checked over the raw bytes before anything is parsed, and in constant time. (pyairtable's
     `WebhookNotification.from_request` compares with `!=` and needs an ASCII body.)
@@ -60,7 +69,7 @@ def matching_webhook(secrets: Mapping[str, SecretStr], body: bytes, header: str)
         except (binascii.Error, ValueError):
             continue
         if hmac.compare_digest(content_mac(key, body), header):
-            found = webhook_id
+            found = Signer(webhook_id, key_fingerprint(webhook_id, secret))
     return found
 
 
@@ -79,15 +88,17 @@ async def airtable_webhook(state: IngestState, delivery: Delivery) -> Answer:
         ping = AirtablePing.model_validate_json(body)
     except ValidationError as exc:
         return validation_problem("body is not an Airtable notification", exc)
-    if ping.webhook.id != signed_by:
+    if ping.webhook.id != signed_by.webhook_id:
         # Signed with one webhook's secret but naming another: not a ping we can trust.
         return problem(401, "webhook in body does not match the MAC", "unknown_webhook")
 
-    event = _new_event(ping, body, delivery.headers)
+    event = _new_event(ping, body, delivery.headers, signed_by.fingerprint)
     return await store_and_answer(state, event)
 
 
-def _new_event(ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, str]) -> NewEvent:
+def _new_event(
+    ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, str], signed_by: str
+) -> NewEvent:
     received_at = datetime.now(UTC)
     event_id = uuid.uuid4()
     cloud_event = EventHead(
@@ -122,4 +133,5 @@ def _new_event(ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, s
         retry_reason=None,
         initial_delivery_at=None,
         message=message,
+        signature_key=signed_by,
     )

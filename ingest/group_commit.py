@@ -121,7 +121,8 @@ class _Writer:
         # A connection kept from an earlier batch may have died while idle (a server restart,
         # a network cut): that costs one fresh connection, not the batch. A failure on a fresh
         # connection is an outage. Repeating a batch whose commit was lost is safe: its events
-        # dedupe on (source, provider_event_id) and report the ids first stored.
+        # dedupe on (source, provider_event_id) and find their own ids, so none counts as a
+        # duplicate or leaves a repeat.
         reused = self._usable()
         while True:
             try:

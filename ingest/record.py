@@ -1,7 +1,9 @@
 """Recording inbound events: the event row and its outbox row, together or not at all.
 
 Used by every path that brings provider events in (webhooks, fetchers, the reconciler), so all of
-them dedupe the same way: UNIQUE(source, provider_event_id), first writer wins.
+them dedupe the same way: UNIQUE(source, provider_event_id), first writer wins. A webhook delivery
+of an event already stored leaves a delivery_repeats row (its headers, the key that verified it),
+written with the answer's transaction, so the event's journey shows every retry.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class NewEvent:
     retry_reason: str | None
     initial_delivery_at: datetime | None
     message: OutboxMessage
+    # The fingerprint of the key that verified a webhook delivery (ingest.key_fingerprint); None
+    # for events that were not delivered (fetched, reconciled), whose repeats are not recorded.
+    signature_key: str | None = None
 
     @property
     def dedupe_key(self) -> tuple[str, str]:
@@ -63,10 +68,29 @@ class Recorded:
     duplicate: bool
 
 
-# One statement records a batch: the outbox key locks, the events not stored before, and their
-# outbox rows, so a batch is one round trip (and, on an autocommit connection, one transaction).
-# Parameters are JSON documents (see outbox.enqueue); raw bodies travel base64 encoded and are
-# stored as exactly the bytes received. Rows whose event was stored before insert nothing.
+_REPEAT_COLUMNS = (
+    "id uuid, source text, provider_event_id text, received_at timestamptz, headers jsonb,"
+    " signature_key text"
+)
+# A delivery is a repeat when the event stored under its key has another id than its own: a
+# batch sent again after its commit was lost (group_commit) finds its own events, not repeats.
+# (A later delivery within such a batch, never stored under its own id, is recorded again.)
+_INSERT_REPEATS = """
+    INSERT INTO delivery_repeats (event_id, received_at, headers, signature_key)
+    SELECT s.id, a.received_at, a.headers, a.signature_key
+"""
+_REPEAT_OF = "USING (source, provider_event_id) WHERE s.id <> a.id ORDER BY a.received_at"
+
+# One statement records a batch: the outbox key locks, the events not stored before, their
+# outbox rows, and a delivery_repeats row for each delivery of an event already stored, so a
+# batch is one round trip (and, on an autocommit connection, one transaction), duplicates
+# included. Parameters are JSON documents (see outbox.enqueue); raw bodies travel base64 encoded
+# and are stored as exactly the bytes received. `repeats` holds the batch's later deliveries of
+# an event it delivers twice or more.
+#
+# `prior` reads with the statement's snapshot, so it finds events committed before the
+# statement began, never one another transaction committed while this one waited for it (on a
+# key lock or the unique index): record_events_on looks those few up with _STORED_MEANWHILE.
 _RECORD = f"""
     WITH {LOCKS_CTE},
     m AS MATERIALIZED (
@@ -74,35 +98,63 @@ _RECORD = f"""
             id uuid, source text, provider_event_id text, event_type text, entity_type text,
             entity_id text, occurred_at timestamptz, received_at timestamptz, body text,
             delivery_headers jsonb, retry_number int, retry_reason text,
-            initial_delivery_at timestamptz, {MESSAGE_COLUMNS}))
+            initial_delivery_at timestamptz, signature_key text, {MESSAGE_COLUMNS}))
         WITH ORDINALITY AS r(id, source, provider_event_id, event_type, entity_type, entity_id,
             occurred_at, received_at, body, delivery_headers, retry_number, retry_reason,
-            initial_delivery_at, topic, key, payload, headers, event_id, n)
+            initial_delivery_at, signature_key, topic, key, payload, headers, event_id, n)
     ),
     ins AS (
         INSERT INTO inbound_events (
             id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
-            received_at, body, headers, retry_number, retry_reason, initial_delivery_at)
+            received_at, body, headers, retry_number, retry_reason, initial_delivery_at,
+            signature_key)
         SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
             received_at, decode(body, 'base64'), delivery_headers, retry_number, retry_reason,
-            initial_delivery_at
+            initial_delivery_at, signature_key
         FROM m
         ON CONFLICT (source, provider_event_id) DO NOTHING
-        RETURNING id
+        RETURNING id, source, provider_event_id
     ),
     outboxed AS (
         {INSERT_MESSAGES}
         FROM m JOIN ins USING (id)
         ORDER BY m.n
+    ),
+    missed AS (SELECT * FROM m WHERE id NOT IN (SELECT id FROM ins)),
+    prior AS (
+        SELECT e.id, e.source, e.provider_event_id
+        FROM missed JOIN inbound_events AS e USING (source, provider_event_id)
+    ),
+    stored AS (SELECT * FROM ins UNION ALL SELECT * FROM prior),
+    again AS (
+        SELECT id, source, provider_event_id, received_at, delivery_headers AS headers,
+            signature_key
+        FROM missed WHERE signature_key IS NOT NULL
+        UNION ALL
+        SELECT * FROM json_to_recordset(%(repeats)s::json) AS ({_REPEAT_COLUMNS})
+    ),
+    repeated AS (
+        {_INSERT_REPEATS}
+        FROM again AS a JOIN stored AS s {_REPEAT_OF}
     )
-    SELECT id FROM ins
+    SELECT id, source, provider_event_id FROM stored
 """  # noqa: S608 - composed of constant fragments; values are parameters
 
-_EXISTING = """
-    SELECT e.id, e.source, e.provider_event_id FROM inbound_events AS e
-    JOIN json_to_recordset(%(keys)s::json) AS k(source text, provider_event_id text)
-      USING (source, provider_event_id)
-"""
+# Events another transaction stored while the batch waited for it: their ids, and the repeats
+# of them that the batch delivered.
+_STORED_MEANWHILE = f"""
+    WITH s AS (
+        SELECT e.id, e.source, e.provider_event_id FROM inbound_events AS e
+        JOIN json_to_recordset(%(keys)s::json) AS k(source text, provider_event_id text)
+          USING (source, provider_event_id)
+    ),
+    repeated AS (
+        {_INSERT_REPEATS}
+        FROM json_to_recordset(%(repeats)s::json) AS a({_REPEAT_COLUMNS})
+        JOIN s {_REPEAT_OF}
+    )
+    SELECT id, source, provider_event_id FROM s
+"""  # noqa: S608 - composed of constant fragments; values are parameters
 
 
 def _row(event: NewEvent) -> dict[str, object]:
@@ -121,6 +173,18 @@ def _row(event: NewEvent) -> dict[str, object]:
         "retry_number": event.retry_number,
         "retry_reason": event.retry_reason,
         "initial_delivery_at": _iso_or_none(event.initial_delivery_at),
+        "signature_key": event.signature_key,
+    }
+
+
+def _repeat_row(event: NewEvent) -> dict[str, object]:
+    return {
+        "id": str(event.id),
+        "source": event.source,
+        "provider_event_id": event.provider_event_id,
+        "received_at": event.received_at.isoformat(),
+        "headers": event.headers,
+        "signature_key": event.signature_key,
     }
 
 
@@ -140,26 +204,35 @@ async def record_events_on(
     pg: psycopg.AsyncConnection[Any], events: Sequence[NewEvent]
 ) -> list[Recorded]:
     """`record_events` on a psycopg connection: in its transaction, or, on an autocommit
-    connection, as a transaction of its own."""
+    connection, as a transaction of its own (two, in the rare case _STORED_MEANWHILE runs)."""
     first: dict[tuple[str, str], NewEvent] = {}
     for event in events:
         first.setdefault(event.dedupe_key, event)
     candidates = list(first.values())
+    repeats = [e for e in events if e.signature_key and first[e.dedupe_key] is not e]
 
     params = {
         **lock_params([e.message for e in candidates]),
         "rows": json_text([_row(e) for e in candidates]),
+        "repeats": json_text([_repeat_row(e) for e in repeats]),
     }
     cursor = await pg.execute(_RECORD, params)
-    inserted = {row[0] for row in await cursor.fetchall()}
+    stored_ids = {(source, ref): stored for stored, source, ref in await cursor.fetchall()}
 
-    stored_ids = {e.dedupe_key: e.id for e in candidates if e.id in inserted}
-    missing = [e for e in candidates if e.id not in inserted]
-    if missing:
-        keys = [{"source": e.source, "provider_event_id": e.provider_event_id} for e in missing]
-        cursor = await pg.execute(_EXISTING, {"keys": json_text(keys)})
-        for stored_id, source, provider_event_id in await cursor.fetchall():
-            stored_ids[(source, provider_event_id)] = stored_id
+    meanwhile = [e for e in candidates if e.dedupe_key not in stored_ids]
+    if meanwhile:
+        keys = {e.dedupe_key for e in meanwhile}
+        again = [e for e in meanwhile if e.signature_key]
+        again += [e for e in repeats if e.dedupe_key in keys]
+        cursor = await pg.execute(
+            _STORED_MEANWHILE,
+            {
+                "keys": json_text([{"source": s, "provider_event_id": p} for s, p in keys]),
+                "repeats": json_text([_repeat_row(e) for e in again]),
+            },
+        )
+        for stored, source, ref in await cursor.fetchall():
+            stored_ids[(source, ref)] = stored
 
     results: list[Recorded] = []
     for event in events:

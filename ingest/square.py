@@ -11,12 +11,15 @@ from pydantic import ValidationError
 from square.utils.webhooks_helper import verify_signature
 
 from ingest.answers import problem, validation_problem
+from ingest.key_fingerprint import key_fingerprint
 from ingest.square_events import square_new_event
 from ingest.store import store_and_answer
 from schemas.square import SquareEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from pydantic import SecretStr
 
     from ingest.answers import Answer
     from ingest.record import NewEvent
@@ -26,8 +29,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
-# Delivery headers worth keeping beside the raw body (never the signature itself).
+# Delivery headers worth keeping beside the raw body. The signature is a MAC, not a secret: kept
+# with the body byte for byte, it lets a stored event be verified again later.
 KEPT_HEADERS = (
+    SIGNATURE_HEADER,
     "content-type",
     "user-agent",
     "square-environment",
@@ -52,16 +57,10 @@ async def square_webhook(state: IngestState, delivery: Delivery) -> Answer:
         # Square signs UTF-8 JSON and the SDK verifies over text: bytes that are not UTF-8 cannot
         # carry a valid signature, so this is a signature failure, not a parse error.
         return problem(401, "signature does not match (body is not UTF-8)", "bad_signature")
-    url = settings.square_webhook_url
-    if not any(
-        verify_signature(
-            request_body=text,
-            signature_header=signature,
-            signature_key=key.get_secret_value(),
-            notification_url=url,
-        )
-        for key in settings.square_webhook_signature_keys
-    ):
+    signed_by = matching_key(
+        settings.square_webhook_signature_keys, text, signature, settings.square_webhook_url
+    )
+    if signed_by is None:
         return problem(401, "signature does not match", "bad_signature")
 
     try:
@@ -69,12 +68,32 @@ async def square_webhook(state: IngestState, delivery: Delivery) -> Answer:
     except ValidationError as exc:
         return validation_problem("body is not a Square event envelope", exc)
 
-    event = _new_event(envelope, text, delivery.headers)
+    event = _new_event(envelope, text, delivery.headers, signed_by)
     return await store_and_answer(state, event)
 
 
-def _new_event(envelope: SquareEvent, text: str, delivery_headers: Mapping[str, str]) -> NewEvent:
+def matching_key(keys: Sequence[SecretStr], text: str, signature: str, url: str) -> str | None:
+    """The fingerprint of the configured key that signed `text` (ingest.key_fingerprint)."""
+    for position, key in enumerate(keys, start=1):
+        if verify_signature(
+            request_body=text,
+            signature_header=signature,
+            signature_key=key.get_secret_value(),
+            notification_url=url,
+        ):
+            return key_fingerprint(position, key)
+    return None
+
+
+def _new_event(
+    envelope: SquareEvent, text: str, delivery_headers: Mapping[str, str], signed_by: str
+) -> NewEvent:
     headers = {name: delivery_headers[name] for name in KEPT_HEADERS if name in delivery_headers}
     return square_new_event(
-        envelope, text, event_id=uuid.uuid4(), received_at=datetime.now(UTC), headers=headers
+        envelope,
+        text,
+        event_id=uuid.uuid4(),
+        received_at=datetime.now(UTC),
+        headers=headers,
+        signature_key=signed_by,
     )

@@ -31,11 +31,13 @@ def square_new_event(  # noqa: PLR0913 - an event has that many parts
     received_at: datetime,
     headers: Mapping[str, str],
     extra_headers: Mapping[str, str] | None = None,
+    signature_key: str | None = None,
 ) -> NewEvent:
     """The inbound event for a Square body (`text`, kept byte for byte) and its outbox message.
 
     `headers` are the delivery headers kept beside the body; `extra_headers` go on the Kafka
-    message too (the reconciler marks its synthetic events this way).
+    message too (the reconciler marks its synthetic events this way). `signature_key` is the
+    fingerprint of the key that verified a webhook delivery (None for any other path).
     """
     message = square_outbox_message(envelope, text, event_id=event_id, received_at=received_at)
     if extra_headers:
@@ -55,6 +57,7 @@ def square_new_event(  # noqa: PLR0913 - an event has that many parts
         retry_reason=headers.get("square-retry-reason"),
         initial_delivery_at=_datetime_or_none(headers.get("square-initial-delivery-timestamp")),
         message=message,
+        signature_key=signature_key,
     )
 
 

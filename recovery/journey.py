@@ -1,8 +1,10 @@
 """An event's journey, read back: how it was received and stored, whether it still waits in the
 outbox, where the relay published it, and what each consumer group did with it.
 
-The first half is the event's inbound_events row (and its outbox row while unpublished); the
-second is event_outcomes, written by each consumer in the transaction of its effect
+The first half is the event's inbound_events row (the first delivery's headers and the key that
+verified it), the later deliveries of it (delivery_repeats, each written by ingest in the
+transaction that answered it) and its outbox row while unpublished; the second is
+event_outcomes, written by each consumer in the transaction of its effect
 (consumers/journey.py), and the dead letters it became. An event is found by sluice's id or by
 the provider's event id; events are searched by the entity they are about.
 """
@@ -26,13 +28,23 @@ if TYPE_CHECKING:
 _EVENT = text(
     """
     SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
-           received_at, headers, retry_number, retry_reason, initial_delivery_at,
+           received_at, headers, retry_number, retry_reason, initial_delivery_at, signature_key,
            octet_length(body) AS body_bytes
     FROM inbound_events
     WHERE id = CAST(:id AS uuid)
        OR (source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
     ORDER BY received_at
     LIMIT 1
+    """
+)
+# Square retries an event about a dozen times at most, but a signed delivery can be replayed by
+# anyone who captured it: the answer lists the first repeats and counts them all.
+REPEATS_SHOWN = 100
+_REPEATS = text(
+    """
+    SELECT received_at, headers, signature_key, count(*) OVER () AS total
+    FROM delivery_repeats WHERE event_id = CAST(:id AS uuid)
+    ORDER BY received_at, id LIMIT :limit
     """
 )
 _WAITING = text(
@@ -84,6 +96,7 @@ async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
         if event is None:
             return None
         event_id = str(event.id)
+        repeats = (await conn.execute(_REPEATS, {"id": event_id, "limit": REPEATS_SHOWN})).all()
         waiting = (await conn.execute(_WAITING, {"id": event_id})).all()
         found = {"id": event_id, "consumers": list(CONSUMERS)}
         outcomes = (await conn.execute(_OUTCOMES, found)).all()
@@ -100,6 +113,15 @@ async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
     )  # fmt: skip
     return {
         "event": received,
+        "repeats": [
+            {
+                "received_at": r.received_at.isoformat(),
+                "headers": r.headers,
+                "signature_key": r.signature_key,
+            }
+            for r in repeats
+        ],
+        "repeats_total": repeats[0].total if repeats else 0,
         "outbox": [row_json(row) for row in waiting],
         "published": published,
         "outcomes": [row_json(row) for row in outcomes],

@@ -57,6 +57,23 @@ class InboundEvent(Base):
     retry_number: Mapped[int | None] = mapped_column(Integer)
     retry_reason: Mapped[str | None] = mapped_column(Text)
     initial_delivery_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which configured key verified the delivery: a fingerprint, never the key
+    # (ingest/key_fingerprint.py); None for events that were not delivered.
+    signature_key: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryRepeat(Base):
+    """A later delivery of an event already stored: its headers, for the event's journey."""
+
+    __tablename__ = "delivery_repeats"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    signature_key: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxRow(Base):

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
 import pytest
+from pyairtable.models.webhook import WebhookNotification
 
 from devkit.simulate_airtable import airtable_ping, signed_airtable_ping
 from ingest.app import create_app
@@ -90,13 +92,40 @@ async def test_second_webhook_verifies_with_its_own_secret(
     assert counts(db) == (1, 1)
 
 
-async def test_repeated_ping_is_stored_once(client: httpx.AsyncClient, db: Conn) -> None:
+async def test_ping_keeps_its_mac_and_the_webhook_that_verified_it(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
+    body, headers = signed_airtable_ping(airtable_ping(BASE, OTHER_HOOK), OTHER_SECRET)
+    assert (await post(client, body, headers)).status_code == 200
+    row = db.execute("SELECT body, headers, signature_key FROM inbound_events").fetchone()
+    assert row is not None
+    stored_body, stored_headers, key = bytes(row[0]).decode(), row[1], row[2]
+    assert key == f"{OTHER_HOOK}:{hashlib.sha256(OTHER_SECRET.encode()).hexdigest()[:6]}"
+    assert OTHER_SECRET not in str(row[1:])
+    # The stored MAC still verifies the stored body, with that webhook's secret only.
+    mac = stored_headers["x-airtable-content-mac"]
+    notification = WebhookNotification.from_request(stored_body, mac, OTHER_SECRET)
+    assert notification.webhook.id == OTHER_HOOK
+    with pytest.raises(ValueError, match="X-Airtable-Content-MAC"):
+        WebhookNotification.from_request(stored_body, mac, SECRET)
+
+
+async def test_repeated_ping_is_stored_once_and_its_repeat_recorded(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
     body, headers = signed_airtable_ping(airtable_ping(BASE, HOOK), SECRET)
     first = await post(client, body, headers)
-    second = await post(client, body, headers)
+    second = await post(client, body, {**headers, "user-agent": "Airtable retry"})
     assert second.status_code == 200
     assert second.json() == {"id": first.json()["id"], "duplicate": True}
     assert counts(db) == (1, 1)
+    repeats = db.execute(
+        "SELECT event_id::text, headers, signature_key FROM delivery_repeats"
+    ).fetchall()
+    expected_key = f"{HOOK}:{hashlib.sha256(SECRET.encode()).hexdigest()[:6]}"
+    assert [(r[0], r[1]["user-agent"], r[2]) for r in repeats] == [
+        (first.json()["id"], "Airtable retry", expected_key)
+    ]
 
 
 async def test_wrong_mac_is_401_and_nothing_stored(client: httpx.AsyncClient, db: Conn) -> None:

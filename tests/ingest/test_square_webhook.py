@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -8,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
+from square.utils.webhooks_helper import verify_signature
 
 from devkit.simulate import signed_square_delivery, square_event
 from ingest.app import create_app
@@ -40,6 +42,16 @@ async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) 
     return await client.post("/webhooks/square", content=body, headers=headers)
 
 
+def fingerprint(position: int, key: str) -> str:
+    return f"{position}:{hashlib.sha256(key.encode()).hexdigest()[:6]}"
+
+
+def repeats(db: Conn) -> list[tuple[Any, ...]]:
+    return db.execute(
+        "SELECT event_id::text, headers, signature_key FROM delivery_repeats ORDER BY id"
+    ).fetchall()
+
+
 async def test_valid_delivery_stores_event_and_outbox_row(
     client: httpx.AsyncClient, db: Conn
 ) -> None:
@@ -55,7 +67,8 @@ async def test_valid_delivery_stores_event_and_outbox_row(
     assert answer["duplicate"] is False
     row = db.execute(
         "SELECT id::text, source, provider_event_id, event_type, entity_type, entity_id, body,"
-        " headers, retry_number, retry_reason, initial_delivery_at IS NOT NULL FROM inbound_events"
+        " headers, retry_number, retry_reason, initial_delivery_at IS NOT NULL, signature_key"
+        " FROM inbound_events"
     ).fetchone()
     assert row is not None
     assert row[:6] == (
@@ -68,8 +81,9 @@ async def test_valid_delivery_stores_event_and_outbox_row(
     )
     assert bytes(row[6]) == body  # raw bytes exactly as received
     assert row[7]["square-retry-number"] == "2"
-    assert "x-square-hmacsha256-signature" not in row[7]
-    assert row[8:] == (2, "http_timeout", True)
+    assert row[7]["x-square-hmacsha256-signature"] == headers["x-square-hmacsha256-signature"]
+    assert row[8:] == (2, "http_timeout", True, fingerprint(1, SIGNATURE_KEY))
+    assert repeats(db) == []
     outbox = db.execute(
         "SELECT topic, key, payload, headers, event_id::text FROM outbox"
     ).fetchall()
@@ -138,12 +152,42 @@ async def test_missing_signature_is_refused(client: httpx.AsyncClient, db: Conn)
     assert counts(db) == (0, 0)
 
 
-async def test_rotated_second_key_is_accepted(client: httpx.AsyncClient, db: Conn) -> None:
+async def test_rotated_second_key_is_accepted_and_named(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
     body, headers = signed_square_delivery(
         square_event("booking.updated"), key=ROTATED_KEY, url=WEBHOOK_URL
     )
     assert (await post(client, body, headers)).status_code == 200
     assert counts(db) == (1, 1)
+    row = db.execute("SELECT signature_key, headers, body FROM inbound_events").fetchone()
+    assert row is not None
+    assert row[0] == fingerprint(2, ROTATED_KEY)
+    assert ROTATED_KEY not in json.dumps(row[:2])
+
+
+async def test_stored_event_verifies_again_from_its_row(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
+    body, headers = signed_square_delivery(
+        square_event("customer.updated"), key=ROTATED_KEY, url=WEBHOOK_URL
+    )
+    assert (await post(client, body, headers)).status_code == 200
+    row = db.execute("SELECT body, headers FROM inbound_events").fetchone()
+    assert row is not None
+    stored_body, stored_headers = bytes(row[0]).decode(), row[1]
+
+    def verifies(text: str, key: str) -> bool:
+        return verify_signature(
+            request_body=text,
+            signature_header=stored_headers["x-square-hmacsha256-signature"],
+            signature_key=key,
+            notification_url=WEBHOOK_URL,
+        )
+
+    assert verifies(stored_body, ROTATED_KEY)
+    assert not verifies(stored_body, SIGNATURE_KEY)
+    assert not verifies(stored_body.replace('"', "'", 1), ROTATED_KEY)
 
 
 async def test_reserialised_body_fails_verification(client: httpx.AsyncClient, db: Conn) -> None:
@@ -162,11 +206,24 @@ async def test_duplicate_delivery_answers_duplicate_without_second_outbox_row(
         square_event("booking.created"), key=SIGNATURE_KEY, url=WEBHOOK_URL
     )
     first = await post(client, body, headers)
-    second = await post(client, body, {**headers, "square-retry-number": "1"})
+    retry = {**headers, "square-retry-number": "1", "square-retry-reason": "http_error"}
+    second = await post(client, body, retry)
     assert first.json()["duplicate"] is False
     assert second.status_code == 200
     assert second.json() == {"id": first.json()["id"], "duplicate": True}
     assert counts(db) == (1, 1)
+    # The repeat is recorded with its own headers; the stored event keeps the first delivery's.
+    ((event_id, repeat_headers, key),) = repeats(db)
+    assert (event_id, key) == (first.json()["id"], fingerprint(1, SIGNATURE_KEY))
+    assert repeat_headers["square-retry-number"] == "1"
+    assert repeat_headers["square-retry-reason"] == "http_error"
+    assert (
+        repeat_headers["x-square-hmacsha256-signature"] == headers["x-square-hmacsha256-signature"]
+    )
+    stored = db.execute("SELECT headers, retry_number FROM inbound_events").fetchone()
+    assert stored is not None
+    assert "square-retry-number" not in stored[0]
+    assert stored[1] is None
 
 
 async def test_fifty_concurrent_duplicates_store_exactly_once(
@@ -181,6 +238,8 @@ async def test_fifty_concurrent_duplicates_store_exactly_once(
     assert len({a["id"] for a in answers}) == 1
     assert sum(not a["duplicate"] for a in answers) == 1
     assert counts(db) == (1, 1)
+    assert {r[0] for r in repeats(db)} == {answers[0]["id"]}
+    assert len(repeats(db)) == 49
 
 
 async def test_concurrent_duplicates_across_two_ingest_processes(
@@ -206,6 +265,7 @@ async def test_concurrent_duplicates_across_two_ingest_processes(
     assert sum(not a["duplicate"] for a in answers) == 1
     assert len({a["id"] for a in answers}) == 1
     assert counts(db) == (1, 1)
+    assert len(repeats(db)) == 49
 
 
 async def test_body_over_limit_is_413(client: httpx.AsyncClient, db: Conn) -> None:

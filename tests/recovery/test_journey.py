@@ -3,19 +3,27 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from commands.contracts import openapi_document
 from consumers.jobs import JobsProjection
 from consumers.message import ConsumedMessage
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
-from devkit.simulate import square_event
+from devkit.simulate import signed_square_delivery, square_event
+from devkit.simulate_airtable import airtable_ping, signed_airtable_ping
+from ingest.app import create_app
 from recovery.admin import create_admin_app
+from recovery.journey import REPEATS_SHOWN, find_journey
 from sluice.settings import Settings
 from tests.support.recovery import outbox_rows, store_events
 from tests.support.services import running_server
+from tests.support.square import ROTATED_KEY, SIGNATURE_KEY, WEBHOOK_URL
 
 if TYPE_CHECKING:
     import psycopg
@@ -23,6 +31,12 @@ if TYPE_CHECKING:
 
 TOKEN = "admin-token-for-tests"  # noqa: S105
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HOOK = "achSLUICEjourney1"
+MAC_SECRET = base64.b64encode(b"j" * 32).decode()
+
+
+def sha256_prefix(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:6]
 
 
 def published(rows: list[dict[str, Any]], first_offset: int) -> list[ConsumedMessage]:
@@ -168,6 +182,8 @@ async def test_admin_answers_the_journey_by_either_id_and_searches_by_entity(
         assert by_ours["event"]["id"] == str(event_id)
         assert by_ours["event"]["provider_event_id"] == body["event_id"]
         assert by_ours["event"]["headers"] == {"square-retry-number": "0"}
+        assert by_ours["event"]["signature_key"] is None  # stored, not delivered
+        assert (by_ours["repeats"], by_ours["repeats_total"]) == ([], 0)
         assert by_ours["published"] == {
             "topic": "square.bookings",
             "partition": 3,
@@ -194,3 +210,89 @@ async def test_admin_answers_the_journey_by_either_id_and_searches_by_entity(
         assert (await client.get("/admin/events/a%00b")).status_code == 400
         async with httpx.AsyncClient(base_url=url) as anonymous:
             assert (await anonymous.get(f"/admin/events/{event_id}")).status_code == 401
+
+
+async def test_journey_shows_the_key_that_verified_each_delivery_and_every_repeat(
+    database_url: str,
+) -> None:
+    settings = Settings(
+        DATABASE_URL=database_url,
+        SQUARE_WEBHOOK_SIGNATURE_KEYS=f"{SIGNATURE_KEY},{ROTATED_KEY}",
+        SQUARE_WEBHOOK_URL=WEBHOOK_URL,
+        AIRTABLE_WEBHOOK_SECRETS=f"{HOOK}={MAC_SECRET}",
+        SLUICE_ADMIN_TOKEN=TOKEN,
+    )
+    event = square_event("booking.created", entity_id="bkR", version=1)
+    body, headers = signed_square_delivery(event, key=ROTATED_KEY, url=WEBHOOK_URL)
+    ping, ping_headers = signed_airtable_ping(airtable_ping("appSLUICEjourney", HOOK), MAC_SECRET)
+    async with (
+        running_server(create_app(settings)) as ingest,
+        running_server(create_admin_app(settings)) as admin,
+        httpx.AsyncClient(base_url=ingest) as webhooks,
+        httpx.AsyncClient(base_url=admin, headers=AUTH) as client,
+    ):
+        first = (await webhooks.post("/webhooks/square", content=body, headers=headers)).json()
+        for retry, reason in ((1, "http_timeout"), (2, "http_error")):
+            again = {
+                **headers,
+                "square-retry-number": str(retry),
+                "square-retry-reason": reason,
+            }
+            answer = await webhooks.post("/webhooks/square", content=body, headers=again)
+            assert answer.json() == {"id": first["id"], "duplicate": True}
+        pinged = await webhooks.post("/webhooks/airtable", content=ping, headers=ping_headers)
+        repinged = await webhooks.post("/webhooks/airtable", content=ping, headers=ping_headers)
+        assert repinged.json() == {"id": pinged.json()["id"], "duplicate": True}
+
+        journey = (await client.get(f"/admin/events/{event['event_id']}")).json()
+        pings = (await client.get(f"/admin/events/{pinged.json()['id']}")).json()
+
+    square_key = f"2:{sha256_prefix(ROTATED_KEY)}"
+    signature = headers["x-square-hmacsha256-signature"]
+    assert journey["event"]["id"] == first["id"]
+    assert journey["event"]["signature_key"] == square_key
+    assert journey["event"]["headers"]["x-square-hmacsha256-signature"] == signature
+    assert journey["repeats_total"] == 2
+    assert [
+        (
+            r["headers"]["square-retry-number"],
+            r["headers"]["square-retry-reason"],
+            r["headers"]["x-square-hmacsha256-signature"],
+            r["signature_key"],
+        )
+        for r in journey["repeats"]
+    ] == [("1", "http_timeout", signature, square_key), ("2", "http_error", signature, square_key)]
+    first_at, second_at = (datetime.fromisoformat(r["received_at"]) for r in journey["repeats"])
+    assert datetime.fromisoformat(journey["event"]["received_at"]) < first_at < second_at
+
+    airtable_key = f"{HOOK}:{sha256_prefix(MAC_SECRET)}"
+    assert pings["event"]["signature_key"] == airtable_key
+    assert (
+        pings["event"]["headers"]["x-airtable-content-mac"]
+        == ping_headers["x-airtable-content-mac"]
+    )
+    assert [r["signature_key"] for r in pings["repeats"]] == [airtable_key]
+    assert pings["repeats_total"] == 1
+
+
+async def test_journey_lists_the_first_repeats_and_counts_them_all(
+    engine: AsyncEngine, db: psycopg.Connection[Any]
+) -> None:
+    (event_id,) = await store_events(engine, [square_event("booking.created")])
+    db.execute(
+        "INSERT INTO delivery_repeats (event_id, received_at, headers, signature_key)"
+        " SELECT %s, now() + make_interval(secs => n), jsonb_build_object('n', n::text), '1:abc'"
+        " FROM generate_series(1, %s) AS n",
+        (event_id, REPEATS_SHOWN + 5),
+    )
+    journey = await find_journey(engine, str(event_id))
+    assert journey is not None
+    assert journey["repeats_total"] == REPEATS_SHOWN + 5
+    assert [r["headers"]["n"] for r in journey["repeats"]] == [
+        str(n) for n in range(1, REPEATS_SHOWN + 1)
+    ]
+
+
+def test_the_document_bounds_the_repeats_as_the_journey_does() -> None:
+    journey = openapi_document()["components"]["schemas"]["Journey"]
+    assert journey["properties"]["repeats"]["maxItems"] == REPEATS_SHOWN
