@@ -117,8 +117,13 @@ def test_an_event_appears_live_and_its_journey_shows_applied_then_stale(
     ).fetchone())  # fmt: skip
     shot(page, "events-1280")
 
+    assert pipeline.deliver(newer, retry_number=1) == newer_id  # Square delivers it again
     page.goto(f"{pipeline.console_url}/events/{newer_id}")
     assert page.locator('[data-outcome="jobs"]').inner_text() == "applied"
+    journey = page.locator("ol.journey").inner_text()
+    assert "Delivered again" in journey
+    assert "retry 1" in journey
+    assert "verified by key 1:" in journey
     ownership = page.locator("table.ownership")
     assert "booking_version" in ownership.inner_text()
     assert ownership.locator("tr.owner-app").count() > 0  # app-owned columns told apart
