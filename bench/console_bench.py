@@ -3,7 +3,8 @@ store of a million events with their journeys.
 
 Fills a fresh database in bulk (SQL generate_series): `--events` Square events received over the
 last `--days` days, each with its dedupe record (applied; 1% stale), 0.5% repeated deliveries with
-a `duplicate` outcome, 0.1% dead-lettered, and one jobs row per booking (ten events each). Then
+a `duplicate` outcome, 0.1% dead-lettered, one jobs row per booking (ten events each), and
+ingest's per-minute answer counts for all of them. Then
 serves `sluice admin` in this process and times each page from a client over loopback, one
 request at a time: p50 and p95 of `--requests` requests after a warm-up.
 
@@ -89,6 +90,16 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
             INSERT INTO delivery_repeats (event_id, received_at, headers)
             SELECT id, received_at + interval '1 minute', '{"square-retry-number": "1"}'
             FROM inbound_events WHERE provider_event_id LIKE '%%3' AND random() < 0.05
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO webhook_answers (source, reason, minute, count)
+            SELECT 'square', 'accepted', date_trunc('minute', received_at), count(*)
+            FROM inbound_events GROUP BY 3
+            UNION ALL
+            SELECT 'square', 'duplicate', date_trunc('minute', r.received_at), count(*)
+            FROM delivery_repeats r GROUP BY 3
             """
         )
         conn.execute(

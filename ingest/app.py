@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 "POST /webhooks/square refuses every request",
             )
         try:
-            async with metrics.refusals.flushing(engine):
+            async with metrics.answers.flushing(engine):
                 yield
         finally:
             await writer.stop()

@@ -2,7 +2,8 @@
 
 Counted from the `Answer` alone (its `reason` says accepted, duplicate, or why it was refused),
 so the endpoints need no metrics code. Counter increments and one histogram observation per
-request: nothing that waits. Refusals are also tallied for the database (ingest/refusals.py).
+request: nothing that waits. Every answer is also tallied for the database
+(ingest/answer_tally.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
-from ingest.refusals import RefusalTally
+from ingest.answer_tally import AnswerTally
 from sluice.metrics import counter, exposition, histogram
 
 if TYPE_CHECKING:
@@ -32,16 +33,16 @@ class SourceMetrics:
         self.duplicate = metrics.duplicate.labels(source)
         self.ack_seconds = metrics.ack_seconds.labels(source)
         self._rejected = metrics.rejected
-        self._refusals = metrics.refusals
+        self._tally = metrics.answers
 
     def answered(self, answer: Answer, seconds: float) -> None:
+        self._tally.add(self.source, answer.reason)
         if answer.reason == "accepted":
             self.accepted.inc()
         elif answer.reason == "duplicate":
             self.duplicate.inc()
         else:
             self._rejected.labels(self.source, answer.reason).inc()
-            self._refusals.add(self.source, answer.reason)
             return
         self.ack_seconds.observe(seconds)
 
@@ -54,7 +55,7 @@ class IngestMetrics:
         self.duplicate: Counter = counter("sluice_webhooks_duplicate", self.registry)
         self.rejected: Counter = counter("sluice_webhooks_rejected", self.registry)
         self.ack_seconds: Histogram = histogram("sluice_webhook_ack_seconds", self.registry)
-        self.refusals = RefusalTally()  # the same refusals, for the console (ingest_refusals)
+        self.answers = AnswerTally()  # the same answers, for the console (webhook_answers)
 
     def for_source(self, source: str) -> SourceMetrics:
         return SourceMetrics(self, source)

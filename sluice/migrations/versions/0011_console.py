@@ -1,5 +1,5 @@
 """what the operator console reads and records: reconcile runs, idempotent actions, which key
-verified a delivery, its repeats, the deliveries refused, and the indexes its filters need
+verified a delivery, its repeats, webhook answers per minute, and the indexes its filters need
 
 Revision ID: 0011
 Revises: 0010
@@ -55,16 +55,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_delivery_repeats"),
     )
     op.create_index("ix_delivery_repeats_event_id", "delivery_repeats", ["event_id"])
-    # Deliveries ingest refused (bad signature, malformed, too large, ...), counted per minute:
-    # nothing of a refused request is stored, only that it came. Each ingest process adds its
-    # counts every few seconds, so a flood of refusals costs one row per reason and minute.
+    # Every webhook answer (accepted, duplicate, or why it was refused), counted per minute, for
+    # the console's overview: nothing of a refused request is stored, only that it came. Each
+    # ingest process adds its counts every few seconds, so a flood costs one row per reason and
+    # minute, and the overview reads a day as at most 1,440 rows per reason, at any volume.
     op.create_table(
-        "ingest_refusals",
+        "webhook_answers",
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("minute", _TS, nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("minute", "source", "reason", name="pk_ingest_refusals"),
+        sa.PrimaryKeyConstraint("minute", "source", "reason", name="pk_webhook_answers"),
     )
     # The console lists events by outcome, newest first. Applied is most events, so a scan of
     # the newest finds a page at once; the others are few and read newest first from these.
@@ -82,7 +83,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_event_outcomes_outcome_recorded_at", table_name="event_outcomes")
     op.drop_index("ix_consumer_dedupe_stale", table_name="consumer_dedupe")
-    op.drop_table("ingest_refusals")
+    op.drop_table("webhook_answers")
     op.drop_table("delivery_repeats")
     op.drop_column("inbound_events", "signature_key")
     op.drop_index("uq_audit_log_request_key", table_name="audit_log")

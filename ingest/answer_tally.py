@@ -1,13 +1,15 @@
-"""Refused deliveries, counted in PostgreSQL per source, reason and minute (`ingest_refusals`),
-for the console's overview: Prometheus holds the same counts per process, but the console reads
-the database.
+"""Webhook answers (accepted, duplicate, or the reason of a refusal), counted in PostgreSQL per
+source, reason and minute (`webhook_answers`), for the console's overview: Prometheus holds the
+same counts per process, but the console reads the database, and a day of traffic is then at
+most 1,440 rows per reason whatever the volume.
 
-Nothing of a refused request is stored, and a refusal costs no database round trip: counts are
+Nothing of a refused request is stored, and no answer costs a database round trip: counts are
 added in memory and written every few seconds in one statement, so a flood of bad signatures
 costs one row per reason and minute. When the database is unreachable (deliveries are refused
 with 503 then) the counts wait for the next write; at most `MAX_MINUTES` minutes of them are
-kept, the oldest given up first. Counts older than `KEEP_DAYS` days are deleted as new ones
-are written.
+kept, the oldest given up first. A process killed outright loses its last few seconds of counts:
+these are figures to look at, not records (every accepted event is its own row). Counts older
+than `KEEP_DAYS` days are deleted as new ones are written.
 """
 
 from __future__ import annotations
@@ -37,19 +39,19 @@ KEEP_DAYS = 2  # the overview shows the last day
 
 _ADD = text(
     """
-    INSERT INTO ingest_refusals (source, reason, minute, count)
+    INSERT INTO webhook_answers (source, reason, minute, count)
     SELECT s, r, to_timestamp(m), n
     FROM unnest(CAST(:sources AS text[]), CAST(:reasons AS text[]), CAST(:minutes AS bigint[]),
                 CAST(:counts AS bigint[])) AS t(s, r, m, n)
     ON CONFLICT (minute, source, reason)
-    DO UPDATE SET count = ingest_refusals.count + excluded.count
+    DO UPDATE SET count = webhook_answers.count + excluded.count
     """
 )
 # The primary key leads with the minute: finding nothing to delete is one index probe.
-_FORGET = text("DELETE FROM ingest_refusals WHERE minute < now() - make_interval(days => :days)")
+_FORGET = text("DELETE FROM webhook_answers WHERE minute < now() - make_interval(days => :days)")
 
 
-class RefusalTally:
+class AnswerTally:
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str, int]] = Counter()
 
@@ -84,11 +86,11 @@ class RefusalTally:
             try:
                 await self.flush(engine)
             except TransientError as exc:
-                log.warning("ingest.refusals_not_written", error=str(exc))
+                log.warning("ingest.answer_counts_not_written", error=str(exc))
 
     @contextlib.asynccontextmanager
     async def flushing(self, engine: AsyncEngine) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.run(engine), name="refusal-tally")
+        task = asyncio.create_task(self.run(engine), name="answer-tally")
         try:
             yield
         finally:
@@ -96,4 +98,4 @@ class RefusalTally:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             with contextlib.suppress(TransientError):
-                await self.flush(engine)  # what the last seconds refused
+                await self.flush(engine)  # what the last seconds answered
