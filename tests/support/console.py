@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from consumers.jobs import JobsProjection
-from consumers.runtime import ConsumerConfig, ConsumerRuntime
+from consumers.runtime import ConsumerConfig
 from devkit.simulate import signed_square_delivery
 from ingest.app import create_app
 from outbox.relay import Relay, RelayConfig
@@ -22,6 +22,7 @@ from outbox.topics import ensure_topics, pipeline_topics
 from recovery.admin import create_admin_app
 from sluice.db import create_engine
 from sluice.settings import Settings
+from tests.support.pipeline import running
 from tests.support.services import running_server
 from tests.support.square import ROTATED_KEY, SIGNATURE_KEY, WEBHOOK_URL
 
@@ -76,18 +77,10 @@ async def _consumer(settings: Settings) -> AsyncIterator[None]:
         drain_timeout_seconds=2.0,
         pause_check_seconds=2.0,
     )
-    runtime = ConsumerRuntime(JobsProjection(), engine, config)
-    task = asyncio.create_task(runtime.run())
     try:
-        assigned = asyncio.ensure_future(runtime.assigned.wait())
-        await asyncio.wait({assigned, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        yield
+        async with running(JobsProjection(), engine, config.bootstrap_servers, config):
+            yield
     finally:
-        runtime.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
         await engine.dispose()
 
 

@@ -62,9 +62,14 @@ async def relay_outbox(database_url: str, bootstrap: str, suffix: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    projection: Projection[Any], engine: AsyncEngine, bootstrap: str
+    projection: Projection[Any],
+    engine: AsyncEngine,
+    bootstrap: str,
+    config: ConsumerConfig | None = None,
 ) -> AsyncIterator[None]:
-    config = ConsumerConfig(
+    """The consumer running in this event loop until the block ends; by default in a group of
+    its own, with short timeouts."""
+    config = config or ConsumerConfig(
         bootstrap_servers=bootstrap,
         group_id=f"test-{uuid.uuid4().hex}",
         poll_ms=50,
