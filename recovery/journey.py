@@ -25,18 +25,22 @@ if TYPE_CHECKING:
 
 
 # By our id, or by the provider's (the unique index on (source, provider_event_id) serves it).
-_EVENT = text(
-    """
-    SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
-           received_at, headers, retry_number, retry_reason, initial_delivery_at, signature_key,
-           octet_length(body) AS body_bytes
+_BY_REF = """
     FROM inbound_events
     WHERE id = CAST(:id AS uuid)
        OR (source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
     ORDER BY received_at
     LIMIT 1
+"""
+_EVENT = text(
+    f"""
+    SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
+           received_at, headers, retry_number, retry_reason, initial_delivery_at, signature_key,
+           octet_length(body) AS body_bytes
+    {_BY_REF}
     """
 )
+_BODY = text(f"SELECT body, provider_event_id {_BY_REF}")
 # Square retries an event about a dozen times at most, but a signed delivery can be replayed by
 # anyone who captured it: the answer lists the first repeats and counts them all.
 REPEATS_SHOWN = 100
@@ -88,11 +92,21 @@ def _as_uuid(ref: str) -> str | None:
         return None
 
 
+def _ref_params(ref: str) -> dict[str, Any]:
+    return {"id": _as_uuid(ref), "ref": ref, "sources": list(SOURCES)}
+
+
+async def find_body(engine: AsyncEngine, ref: str) -> tuple[bytes, str] | None:
+    """The raw body of the event `ref` names, exactly as received, and its provider event id."""
+    async with transaction(engine) as conn:
+        row = (await conn.execute(_BODY, _ref_params(ref))).first()
+    return None if row is None else (bytes(row.body), row.provider_event_id)
+
+
 async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
     """The journey of the event `ref` names (sluice's id or the provider's), or None."""
     async with transaction(engine) as conn:
-        params = {"id": _as_uuid(ref), "ref": ref, "sources": list(SOURCES)}
-        event = (await conn.execute(_EVENT, params)).first()
+        event = (await conn.execute(_EVENT, _ref_params(ref))).first()
         if event is None:
             return None
         event_id = str(event.id)

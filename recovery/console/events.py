@@ -301,11 +301,3 @@ async def event_page(engine: AsyncEngine, ref: str) -> EventPage | None:
             }
     rows = await _projection_rows(engine, journey["outcomes"])
     return EventPage(journey, body, _pretty(body), envelope, envelope_error, rows)
-
-
-async def stored_body(engine: AsyncEngine, event_id: str) -> tuple[bytes, str] | None:
-    """The raw body exactly as received, and the provider's event id (for a file name)."""
-    sql = text("SELECT body, provider_event_id FROM inbound_events WHERE id = CAST(:id AS uuid)")
-    async with transaction(engine) as conn:
-        row = (await conn.execute(sql, {"id": event_id})).first()
-    return None if row is None else (bytes(row.body), row.provider_event_id)

@@ -12,10 +12,10 @@ from starlette.responses import Response
 from consumers.registry import CONSUMERS
 from recovery.audit import read_audit
 from recovery.console.events import OUTCOMES, EventFilter, event_page, list_events, parse_cursor
-from recovery.console.events import stored_body as read_body
 from recovery.console.overview import read_overview
 from recovery.console.web import given, page, refusal, render
 from recovery.dead_letters import list_dead_letters, read_dead_letter
+from recovery.journey import find_body
 from recovery.pause import COMPONENTS, paused_components
 from recovery.runs import SOURCES, recent_runs
 from sluice.query import MAX_TEXT_LENGTH, ParameterError, Query
@@ -100,24 +100,25 @@ def _ref(request: Request) -> str:
     return ref
 
 
+def _no_event(request: Request, ref: str) -> Response:
+    return refusal(request, 404, f"No stored event has the id {ref!r}.")
+
+
 @page
 async def event(request: Request) -> Response:
     ref = _ref(request)
     found = await event_page(request.app.state.engine, ref)
     if found is None:
-        return refusal(request, 404, f"No stored event has the id {ref!r}.")
+        return _no_event(request, ref)
     return render(request, "event.html", {"e": found, "j": found.journey})
 
 
 @page
 async def stored_body(request: Request) -> Response:
     ref = _ref(request)
-    found = await event_page(request.app.state.engine, ref)
-    if found is None:
-        return refusal(request, 404, f"No stored event has the id {ref!r}.")
-    body = await read_body(request.app.state.engine, found.journey["event"]["id"])
+    body = await find_body(request.app.state.engine, ref)
     if body is None:
-        return refusal(request, 404, f"No stored event has the id {ref!r}.")
+        return _no_event(request, ref)
     raw, provider_id = body
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in provider_id)[:100]
     # Byte for byte as received; an attachment, never rendered by the browser.

@@ -160,6 +160,28 @@ async def test_provider_values_are_escaped_and_no_secret_is_rendered(
         assert SIGNATURE_KEY not in text
 
 
+async def test_a_body_downloads_byte_for_byte_by_either_id(
+    console: httpx.AsyncClient, engine: AsyncEngine, db: psycopg.Connection[Any]
+) -> None:
+    event = square_event("booking.created", entity_id="bk-download")
+    [event_id] = await store_events(engine, [event])
+    row = db.execute(
+        "SELECT body, provider_event_id FROM inbound_events WHERE id = %s", (event_id,)
+    ).fetchone()
+    assert row is not None
+    stored, provider_id = row
+    await log_in(console)
+    for ref in (str(event_id), provider_id):
+        answer = await console.get(f"/events/{ref}/body")
+        assert answer.status_code == 200
+        assert answer.content == bytes(stored)
+        assert answer.headers["content-type"] == "application/octet-stream"
+        assert f'filename="{provider_id}.json"' in answer.headers["content-disposition"]
+    missing = await console.get(f"/events/{uuid.uuid4()}/body")
+    assert missing.status_code == 404
+    assert "No stored event" in missing.text
+
+
 @pytest.mark.parametrize(
     "path",
     [
