@@ -205,14 +205,11 @@ def simulate_square(
     import httpx  # noqa: PLC0415
 
     from devkit.dev import read_dev_info  # noqa: PLC0415
-    from devkit.simulate import (  # noqa: PLC0415
-        SQUARE_EVENT_TYPES,
-        signed_square_delivery,
-        square_event,
-    )
+    from devkit.simulate import signed_square_delivery, square_event  # noqa: PLC0415
+    from schemas.square import EVENT_TYPES  # noqa: PLC0415
 
-    if event_type not in SQUARE_EVENT_TYPES:
-        raise typer.BadParameter(f"choose one of {', '.join(SQUARE_EVENT_TYPES)}")
+    if event_type not in EVENT_TYPES:
+        raise typer.BadParameter(f"choose one of {', '.join(EVENT_TYPES)}")
     info = read_dev_info(state_dir)
     target = url or info.get("square_webhook_url")
     signing_key = key or info.get("square_signature_key")

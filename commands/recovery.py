@@ -100,21 +100,40 @@ def _export_metrics(settings: Settings, summary: Any, metrics: Any) -> None:  # 
 @reconcile_app.command("square")
 def reconcile_square(
     start: Annotated[
-        str | None, typer.Option("--from", help="First day or time (default: yesterday)")
+        str | None,
+        typer.Option("--from", help="First day or time of bookings (default: yesterday)"),
     ] = None,
     end: Annotated[
         str | None, typer.Option("--to", help="Last day, or end time (default: tomorrow)")
     ] = None,
+    ahead: Annotated[
+        bool,
+        typer.Option(
+            "--ahead", help="Bookings up to SQUARE_RECONCILE_AHEAD_DAYS ahead (the nightly run)"
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Search events and customers from this day or time, not from the watermarks"
+        ),
+    ] = None,
 ) -> None:
-    """Emit synthetic events for bookings and customers the projections miss or hold stale."""
+    """Record the Square events the store misses (Events API), then synthetic events for the
+    customers and bookings the projections miss or hold stale."""
     from recovery.runs import default_square_window  # noqa: PLC0415
 
-    default_start, default_end = default_square_window()
+    if ahead and (start or end):
+        raise typer.BadParameter("give --ahead or --from/--to, not both")
+    ahead_days = load_settings().square_reconcile_ahead_days if ahead else 1
+    default_start, default_end = default_square_window(ahead_days=ahead_days)
     low = parse_when(start) if start else default_start
     high = parse_when(end, end=True) if end else default_end
     if low >= high:
         raise typer.BadParameter("--from must be before --to")
-    _reconcile("square", square_window=(low, high))
+    _reconcile(
+        "square", square_window=(low, high), square_since=parse_when(since) if since else None
+    )
 
 
 @reconcile_app.command("airtable")

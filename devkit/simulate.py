@@ -15,14 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from outbox.enqueue import OutboxMessage
 
-SQUARE_EVENT_TYPES = (
-    "booking.created",
-    "booking.updated",
-    "customer.created",
-    "customer.updated",
-    "customer.deleted",
-)
-
 
 def square_signature(key: str, url: str, body: bytes) -> str:
     digest = hmac.new(key.encode(), url.encode() + body, hashlib.sha256).digest()
@@ -100,7 +92,7 @@ def square_event(
     customer_id: str | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """A webhook body in Square's wire format, for one of SQUARE_EVENT_TYPES."""
+    """A webhook body in Square's wire format, for one of schemas.square.EVENT_TYPES."""
     entity, _, action = event_type.partition(".")
     now = datetime.now(UTC)
     data: dict[str, Any]

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 MAX_WINDOW = timedelta(days=31)
 PAGE_SIZE = 100
 BULK_RETRIEVE_MAX = 100
+# SearchEvents finds the events of the last 28 days, and nothing older.
+EVENTS_HORIZON = timedelta(days=28)
 
 
 class SquareError(Exception):
@@ -169,6 +171,7 @@ class SquareReader:
         *,
         params: dict[str, Any] | None = None,
         body: Any = None,  # noqa: ANN401
+        method: str | None = None,
     ) -> dict[str, Any]:
         """One request through the SDK's HTTP client; Square's JSON answer, or a SquareError."""
         http = self._client._client_wrapper.httpx_client  # noqa: SLF001 - see the module docstring
@@ -177,7 +180,7 @@ class SquareReader:
             try:
                 response = await http.request(
                     path,
-                    method="GET" if body is None else "POST",
+                    method=method or ("GET" if body is None else "POST"),
                     params=params,
                     json=body,
                     request_options=self._options,
@@ -252,3 +255,62 @@ class SquareReader:
                 else:
                     failed[customer_id] = ", ".join(str(c) for c in codes) or "no customer"
         return CustomerLookup(found, not_found, failed)
+
+    async def enable_event_search(self) -> None:
+        """EnableEvents: make events searchable from now on (Square keeps them unsearchable until
+        an application enables it, and events of a disabled period are never searchable)."""
+        await self._json("v2/events/enable", method="PUT")
+
+    async def event_pages(
+        self,
+        event_types: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """SearchEvents: pages of the events of `event_types` created in [start, end), oldest
+        first. A cursor is valid only with its original query, so every page sends that query."""
+        body: dict[str, Any] = {
+            "limit": page_size,
+            "query": {
+                "filter": {
+                    "event_types": list(event_types),
+                    "created_at": {"start_at": _rfc3339(start), "end_at": _rfc3339(end)},
+                },
+                "sort": {"field": "DEFAULT", "order": "ASC"},
+            },
+        }
+        async for page in self._search_pages("v2/events", body, "events"):
+            yield page
+
+    async def customer_pages(
+        self,
+        updated_since: datetime | None,
+        until: datetime,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """SearchCustomers: pages of the customers updated in [updated_since, until), or of every
+        customer when `updated_since` is None (a first sweep)."""
+        query: dict[str, Any] = {"sort": {"field": "CREATED_AT", "order": "ASC"}}
+        if updated_since is not None:
+            window = {"start_at": _rfc3339(updated_since), "end_at": _rfc3339(until)}
+            query["filter"] = {"updated_at": window}
+        body = {"limit": page_size, "query": query}
+        async for page in self._search_pages("v2/customers/search", body, "customers"):
+            yield page
+
+    async def _search_pages(
+        self, path: str, body: dict[str, Any], key: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        while True:
+            answer = await self._json(path, body=body)
+            found: list[dict[str, Any]] = answer.get(key) or []
+            if found:
+                yield found
+            cursor = answer.get("cursor")
+            # Square leaves the cursor out (or empty) on the last page.
+            if not cursor:
+                return
+            body = {**body, "cursor": cursor}

@@ -88,15 +88,22 @@ def create_admin_app(settings: Settings) -> BearerAuth:
         )
         if full and query.given("lookback_minutes"):
             return problem(400, "give lookback_minutes or full, not both", "bad_request")
+        ahead = query.boolean("ahead")
+        if ahead and (query.given("from") or query.given("to")):
+            return problem(400, "give ahead or from/to, not both", "bad_request")
         window = _window(query.instant("from", dates=False), query.instant("to", dates=False))
+        if ahead:
+            window = default_square_window(ahead_days=settings.square_reconcile_ahead_days)
         if window is not None and window[0] >= window[1]:
             return problem(400, "from must be before to", "bad_request")
+        since = query.instant("since", dates=False)
         options = AirtableOptions(lookback_minutes=lookback_minutes, full=full)
         try:
             summary = await reconcile(
                 settings,
                 source,
                 square_window=window,
+                square_since=since,
                 airtable=options,
                 engine=request.app.state.engine,
                 breakers=metrics.breakers,

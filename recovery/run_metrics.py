@@ -10,6 +10,7 @@ wants to know is what the latest run found (many `created` means webhooks are be
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry
@@ -33,6 +34,7 @@ class RunMetrics:
         self.duration = gauge("sluice_reconcile_last_run_duration_seconds", self.registry)
         self.success = gauge("sluice_reconcile_last_run_success", self.registry)
         self.records = gauge("sluice_reconcile_last_run_records", self.registry)
+        self.watermarks = gauge("sluice_recovery_watermark_timestamp_seconds", self.registry)
         self.breakers = BreakerReport(self.registry)
 
     def record(self, summary: RunSummary) -> None:
@@ -44,6 +46,8 @@ class RunMetrics:
         for result in RESULTS:
             self.records.labels(source, result).set(summary.total(result))
         self.records.labels(source, "errors").set(len(summary.errors))
+        for name, at in document.get("watermarks", {}).items():
+            self.watermarks.labels(name).set(datetime.fromisoformat(at).timestamp())
 
 
 def export_run(

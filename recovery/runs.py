@@ -18,6 +18,7 @@ from recovery.lock import RunLockedError, run_lock
 from recovery.progress import progress_bar
 from recovery.reconcile_airtable import AirtableOptions, reconcile_airtable
 from recovery.summary import RunSummary
+from recovery.watermarks import all_watermarks
 from sluice.db import create_engine, row_json, transaction
 from sluice.jsontext import json_text
 
@@ -49,14 +50,17 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
 __all__ = ["EXIT_ERRORS", "EXIT_LOCKED", "EXIT_OK", "RunLockedError", "reconcile"]
 
 
-def default_square_window(now: datetime | None = None) -> tuple[datetime, datetime]:
-    """Yesterday 00:00 UTC to the end of tomorrow."""
+def default_square_window(
+    now: datetime | None = None, *, ahead_days: int = 1
+) -> tuple[datetime, datetime]:
+    """Yesterday 00:00 UTC to the end of tomorrow, or of the day `ahead_days` from today (the
+    nightly run's SQUARE_RECONCILE_AHEAD_DAYS)."""
     today = (
         (now or datetime.now(UTC))
         .astimezone(UTC)
         .replace(hour=0, minute=0, second=0, microsecond=0)
     )
-    return today - timedelta(days=1), today + timedelta(days=2)
+    return today - timedelta(days=1), today + timedelta(days=ahead_days + 1)
 
 
 async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
@@ -64,6 +68,7 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
     source: Source,
     *,
     square_window: tuple[datetime, datetime] | None = None,
+    square_since: datetime | None = None,
     airtable: AirtableOptions | None = None,
     engine: AsyncEngine | None = None,
     show_progress: bool = False,
@@ -89,6 +94,7 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         engine,
                         summary,
                         window=square_window,
+                        since=square_since,
                         show_progress=show_progress,
                         transport=square_transport,
                         breakers=breakers,
@@ -102,6 +108,11 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                         show_progress=show_progress,
                         breakers=breakers,
                     )
+            if source == "square":
+                # Where the passes stand now, for the metrics (an alert when they fall behind).
+                summary.details["watermarks"] = {
+                    w["pass"]: w["watermark"] for w in await all_watermarks(engine)
+                }
             summary.finish()
             await _record(engine, summary, actor or command_line_actor(), started_at)
     finally:
@@ -144,20 +155,33 @@ async def _square(  # noqa: PLR0913
     summary: RunSummary,
     *,
     window: tuple[datetime, datetime] | None,
+    since: datetime | None,
     show_progress: bool,
     transport: httpx.AsyncBaseTransport | None,
     breakers: StateHook | None,
 ) -> None:
     from providers.square import SquareReader  # noqa: PLC0415
-    from recovery.reconcile_square import SquareWindow, reconcile_square  # noqa: PLC0415
+    from recovery.reconcile_square import (  # noqa: PLC0415
+        SquareRecovery,
+        SquareWindow,
+        reconcile_square,
+    )
 
     start, end = window or default_square_window()
+    overlap = timedelta(minutes=settings.square_recovery_overlap_minutes)
     async with SquareReader.from_settings(
         settings, transport=transport, on_breaker_change=breakers
     ) as reader:
-        with progress_bar("square bookings", enabled=show_progress) as progress:
+        with progress_bar("square", enabled=show_progress) as progress:
             await reconcile_square(
-                engine, reader, SquareWindow(start, end), summary, progress=progress
+                engine,
+                reader,
+                SquareWindow(start, end),
+                summary,
+                recovery=SquareRecovery(
+                    since=since, overlap=overlap, events=settings.square_search_events
+                ),
+                progress=progress,
             )
 
 

@@ -27,6 +27,23 @@ class Tally:
 
 
 @dataclass(slots=True)
+class PassTally:
+    """One pass of a run (the events searched, a sweep of bookings or customers): what it looked
+    at (`scope`), and of what it scanned, how much was missing here or stale, and what it
+    recorded (the rest an earlier run or a delivery had already brought)."""
+
+    scope: dict[str, Any] = field(default_factory=dict)
+    scanned: int = 0
+    missing: int = 0
+    stale: int = 0
+    recorded: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        counts = {"scanned": self.scanned, "missing": self.missing, "stale": self.stale}
+        return {**self.scope, **counts, "recorded": self.recorded}
+
+
+@dataclass(slots=True)
 class RunSummary:
     source: str
     by_entity: dict[str, Tally] = field(default_factory=dict)
@@ -34,9 +51,13 @@ class RunSummary:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    passes: dict[str, PassTally] = field(default_factory=dict)
 
     def entity(self, name: str) -> Tally:
         return self.by_entity.setdefault(name, Tally())
+
+    def pass_(self, name: str) -> PassTally:
+        return self.passes.setdefault(name, PassTally())
 
     def error(self, record: str, error: BaseException | str) -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -72,5 +93,6 @@ class RunSummary:
                 }
                 for name, t in sorted(self.by_entity.items())
             },
+            **({"passes": {n: t.as_json() for n, t in self.passes.items()}} if self.passes else {}),
             **self.details,
         }

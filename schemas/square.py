@@ -8,6 +8,14 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SOURCE = "square"
+# The event types sluice subscribes to and projects; recovery searches Square's events for them.
+EVENT_TYPES = (
+    "booking.created",
+    "booking.updated",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+)
 
 # Booking ids arrive in `data.id` with Square's version suffix ("i2id2g3enyspi7:1").
 _VERSION_SUFFIX = re.compile(r":\d+$")

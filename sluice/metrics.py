@@ -56,6 +56,7 @@ MetricName = Literal[
     "sluice_reconcile_last_run_duration_seconds",
     "sluice_reconcile_last_run_success",
     "sluice_reconcile_last_run_records",
+    "sluice_recovery_watermark_timestamp_seconds",
     # Airtable webhooks
     "sluice_airtable_webhook_nearest_expiry_timestamp_seconds",
     "sluice_airtable_webhook_refresh_failures",
@@ -170,6 +171,11 @@ SPECS: Mapping[MetricName, MetricSpec] = {
     ),
     "sluice_reconcile_last_run_success": MetricSpec(
         Kind.GAUGE, "1 if the last reconcile run had no errors, else 0", ("source",)
+    ),
+    "sluice_recovery_watermark_timestamp_seconds": MetricSpec(
+        Kind.GAUGE,
+        "How far a recovery pass has looked at the provider: all it had up to then is stored",
+        ("pass",),
     ),
     "sluice_reconcile_last_run_records": MetricSpec(
         Kind.GAUGE,

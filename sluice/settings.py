@@ -289,6 +289,17 @@ class Settings(BaseSettings):
         le=3600,
         validation_alias="SQUARE_BREAKER_RESET_SECONDS",
     )
+    # How far ahead the wide run (`reconcile square --ahead`, nightly) sweeps bookings, and how
+    # far back before a watermark each run looks again (late-indexed events, clock skew).
+    square_reconcile_ahead_days: int = Field(
+        default=90, ge=1, le=730, validation_alias="SQUARE_RECONCILE_AHEAD_DAYS"
+    )
+    # Whether a Square reconcile run searches Square's events first (it enables event search
+    # for the application; events of a period with search disabled are never searchable).
+    square_search_events: bool = Field(default=True, validation_alias="SQUARE_SEARCH_EVENTS")
+    square_recovery_overlap_minutes: int = Field(
+        default=60, ge=0, le=1440, validation_alias="SQUARE_RECOVERY_OVERLAP_MINUTES"
+    )
     admin_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_ADMIN_TOKEN")
     # The console's login session (recovery/console/): how long it lasts, and whether its cookie
     # is sent over HTTPS only (off only for `sluice dev`, which serves plain HTTP on localhost).

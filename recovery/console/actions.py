@@ -23,7 +23,7 @@ from recovery.dead_letters import discard, redrive
 from recovery.lock import RunLockedError
 from recovery.pause import COMPONENTS, pause, resume
 from recovery.replay_store import StoreFilter, count_matching, replay_store
-from recovery.runs import SOURCES, reconcile
+from recovery.runs import SOURCES, default_square_window, reconcile
 from sluice.db import transaction
 from sluice.query import ParameterError
 
@@ -183,13 +183,22 @@ async def reconcile_source(request: Request, form: Query, who: str) -> Response:
     source = request.path_params["source"]
     if source not in SOURCES:
         raise ParameterError("source", f"choose one of {', '.join(SOURCES)}")
-    if not await _claim(request, form, who, "reconcile", f"reconcile:{source}", {}):
+    # The checkbox's value: the nightly run's wider booking sweep, now.
+    ahead = source == "square" and form.boolean("ahead")
+    if not await _claim(request, form, who, "reconcile", f"reconcile:{source}", {"ahead": ahead}):
         return back(request, "/recovery", "Already started: that form was submitted before.")
     state = request.app.state
+    days = state.settings.square_reconcile_ahead_days
+    window = default_square_window(ahead_days=days) if ahead else None
 
     async def run() -> None:
         summary = await reconcile(
-            state.settings, source, engine=state.engine, breakers=state.metrics.breakers, actor=who
+            state.settings,
+            source,
+            square_window=window,
+            engine=state.engine,
+            breakers=state.metrics.breakers,
+            actor=who,
         )
         state.metrics.record(summary)
 

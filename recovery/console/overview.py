@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from consumers.observe import partition_lag
 from recovery.runs import SOURCES, recent_runs
+from recovery.watermarks import all_watermarks
 from schemas.topics import CONSUMER_TOPICS
 from sluice.db import row_json, transaction
 
@@ -182,6 +183,7 @@ class Overview:
     unowned_buckets: int
     dead_letters: list[dict[str, Any]]
     reconciles: list[dict[str, Any]]
+    watermarks: list[dict[str, Any]]
     webhooks: list[dict[str, Any]]
     writeback: dict[str, int]
     conflicts: int
@@ -209,6 +211,9 @@ async def read_overview(engine: AsyncEngine, lag: LagSample) -> Overview:
         conflicts = int((await conn.execute(_CONFLICTS)).scalar_one())
         paused = [row_json(r) for r in (await conn.execute(_PAUSED)).all()]
     reconciles = await recent_runs(engine, limit=5)
+    watermarks = [
+        {**w, "age": timedelta(seconds=w["age_seconds"])} for w in await all_watermarks(engine)
+    ]
     return Overview(
         at=datetime.now(UTC),
         traffic=traffic,
@@ -219,6 +224,7 @@ async def read_overview(engine: AsyncEngine, lag: LagSample) -> Overview:
         unowned_buckets=unowned,
         dead_letters=dead,
         reconciles=reconciles,
+        watermarks=watermarks,
         webhooks=webhooks,
         writeback=writeback,
         conflicts=conflicts,

@@ -176,6 +176,7 @@ async def recovery(request: Request) -> Response:
             "runs": await recent_runs(engine, limit=10),
             "running": running,
             "preview": request.session.get("replay_preview"),
+            "ahead_days": request.app.state.settings.square_reconcile_ahead_days,
             "live": "recovery",
         },
     )

@@ -125,6 +125,7 @@ def test_jobs_and_cronjobs(rendered: list[Obj]) -> None:
     assert cronjobs["sluice-reconcile-square"]["spec"]["schedule"] == "*/10 * * * *"
     assert set(cronjobs) == {
         "sluice-reconcile-square",
+        "sluice-reconcile-square-ahead",
         "sluice-reconcile-airtable",
         "sluice-reconcile-airtable-full",
         "sluice-airtable-webhooks-refresh",
@@ -136,6 +137,8 @@ def test_jobs_and_cronjobs(rendered: list[Obj]) -> None:
         job = spec["jobTemplate"]["spec"]
         assert job["backoffLimit"] >= 0, name
         assert job["activeDeadlineSeconds"] > 0, name
+    ahead = cronjobs["sluice-reconcile-square-ahead"]["spec"]["jobTemplate"]["spec"]
+    assert ahead["template"]["spec"]["containers"][0]["args"] == ["reconcile", "square", "--ahead"]
     full = cronjobs["sluice-reconcile-airtable-full"]["spec"]["jobTemplate"]["spec"]
     assert full["template"]["spec"]["containers"][0]["args"] == ["reconcile", "airtable", "--full"]
     refresh = cronjobs["sluice-airtable-webhooks-refresh"]["spec"]["jobTemplate"]["spec"]
