@@ -12,8 +12,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from devkit.square_envelope import square_envelope, square_timestamp
+
 if TYPE_CHECKING:
     from outbox.enqueue import OutboxMessage
+
+_LOCATION_ID = "L8TZNMX9Q2Z5B"
 
 
 def square_signature(key: str, url: str, body: bytes) -> str:
@@ -26,10 +30,6 @@ def _square_id(length: int = 14) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def booking_object(
     booking_id: str,
     *,
@@ -37,7 +37,7 @@ def booking_object(
     customer_id: str,
     status: str = "ACCEPTED",
     start_at: datetime | None = None,
-    location_id: str = "L8TZNMX9Q2Z5B",
+    location_id: str = _LOCATION_ID,
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     start = start_at or (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
@@ -45,9 +45,9 @@ def booking_object(
         "id": booking_id,
         "version": version,
         "status": status,
-        "created_at": _ts(now - timedelta(minutes=5)),
-        "updated_at": _ts(now),
-        "start_at": _ts(start),
+        "created_at": square_timestamp(now - timedelta(minutes=5)),
+        "updated_at": square_timestamp(now),
+        "start_at": square_timestamp(start),
         "location_id": location_id,
         "customer_id": customer_id,
         "customer_note": "",
@@ -72,8 +72,8 @@ def customer_object(customer_id: str, *, version: int) -> dict[str, Any]:
     return {
         "id": customer_id,
         "version": version,
-        "created_at": _ts(now - timedelta(days=3)),
-        "updated_at": _ts(now),
+        "created_at": square_timestamp(now - timedelta(days=3)),
+        "updated_at": square_timestamp(now),
         "given_name": "Amelia",
         "family_name": "Earhart",
         "email_address": "amelia.earhart@example.com",
@@ -93,34 +93,21 @@ def square_event(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """A webhook body in Square's wire format, for one of schemas.square.EVENT_TYPES."""
-    entity, _, action = event_type.partition(".")
-    now = datetime.now(UTC)
-    data: dict[str, Any]
+    entity = event_type.partition(".")[0]
+    obj: dict[str, Any]
     if entity == "booking":
-        booking_id = entity_id or _square_id(14)
         obj = booking_object(
-            booking_id, version=version, customer_id=customer_id or _square_id(26).upper()
+            entity_id or _square_id(14),
+            version=version,
+            customer_id=customer_id or _square_id(26).upper(),
         )
-        data = {"type": "booking", "id": f"{booking_id}:{version}", "object": {"booking": obj}}
     elif entity == "customer":
-        cid = entity_id or _square_id(26).upper()
-        data = {
-            "type": "customer",
-            "id": cid,
-            "object": {"customer": customer_object(cid, version=version)},
-        }
-        if action == "deleted":
-            data["deleted"] = True
+        obj = customer_object(entity_id or _square_id(26).upper(), version=version)
     else:
         raise ValueError(f"unknown Square event type {event_type!r}")
-    return {
-        "merchant_id": merchant_id,
-        "location_id": "L8TZNMX9Q2Z5B",
-        "type": event_type,
-        "event_id": event_id or str(uuid.uuid4()),
-        "created_at": _ts(now),
-        "data": data,
-    }
+    return square_envelope(
+        event_type, obj, merchant_id=merchant_id, location_id=_LOCATION_ID, event_id=event_id
+    )
 
 
 def signed_square_delivery(
@@ -131,7 +118,7 @@ def signed_square_delivery(
         "content-type": "application/json",
         "user-agent": "Square Connect v2",
         "square-environment": "Sandbox",
-        "square-initial-delivery-timestamp": _ts(datetime.now(UTC)),
+        "square-initial-delivery-timestamp": square_timestamp(datetime.now(UTC)),
         "x-square-hmacsha256-signature": square_signature(key, url, body),
     }
     if retry_number:

@@ -1,23 +1,13 @@
-"""A fake Square API: a Starlette app the squareup SDK talks to unchanged.
-
-It keeps bookings and customers in memory and speaks Square's wire format: ListBookings
-(`GET /v2/bookings` with `start_at_min`, `start_at_max`, `limit`, `cursor`, `location_id`,
-`customer_id`; a window over 31 days is refused with 400), RetrieveBooking, RetrieveCustomer,
-ListCustomers, BulkRetrieveCustomers and RetrieveMerchant. Lists answer `{"bookings": [...],
-"cursor": "..."}` with the cursor left out on the last page; errors answer `{"errors":
-[{"category", "code", "detail", "field"?}]}`. Updating a booking or customer bumps its `version`
-and `updated_at`, as Square does.
-
-For tests it records every request and can answer 429 or 5xx on demand (`fail_next`), through
-the fault injection it shares with the fake Airtable (devkit/fakes/faults.py).
+"""The fake Square: its data, its event log, and the Starlette app serving them in Square's wire
+format (the package docstring lists what it speaks). The searches live beside it:
+SearchEvents in `event_search`, SearchCustomers in `customer_search`, the shared wire
+vocabulary (errors, times, cursors) in `wire`.
 """
 
 from __future__ import annotations
 
-import base64
+import copy
 import json
-import secrets
-import string
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,48 +18,36 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from devkit.fakes.faults import FaultInjected, Faults, RecordedRequest
+from devkit.fakes.square.customer_search import search_customers
+from devkit.fakes.square.event_search import LoggedEvent, search_events
+from devkit.fakes.square.wire import (
+    MAX_PAGE_SIZE,
+    SquareBadRequest,
+    decode_cursor,
+    encode_cursor,
+    error,
+    json_object,
+    parse_time,
+    square_id,
+    square_time,
+)
+from devkit.square_envelope import square_envelope
+from schemas.square import EVENT_TYPES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.requests import Request
 
 MAX_WINDOW = timedelta(days=31)
-MAX_PAGE_SIZE = 100
 MAX_BULK_RETRIEVE = 100
-_ID_ALPHABET = string.ascii_uppercase + string.digits
-_ERROR_KIND = {
-    400: ("INVALID_REQUEST_ERROR", "BAD_REQUEST"),
-    401: ("AUTHENTICATION_ERROR", "UNAUTHORIZED"),
-    404: ("INVALID_REQUEST_ERROR", "NOT_FOUND"),
-    429: ("RATE_LIMIT_ERROR", "RATE_LIMITED"),
-    500: ("API_ERROR", "INTERNAL_SERVER_ERROR"),
-    502: ("API_ERROR", "BAD_GATEWAY"),
-    503: ("API_ERROR", "SERVICE_UNAVAILABLE"),
-    504: ("API_ERROR", "GATEWAY_TIMEOUT"),
-}
+# The Square API version the fake's "application" is pinned to: what SearchEvents reports as
+# each event's `metadata.api_version`.
+API_VERSION = "2026-09-16"
 
 
-def square_id(length: int = 14) -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
-
-
-def square_time(value: datetime) -> str:
-    """Square's RFC 3339 form: UTC with a `Z`."""
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp without a time zone")
-    return parsed
-
-
-def _error(status: int, detail: str, field_name: str | None = None) -> JSONResponse:
-    category, code = _ERROR_KIND.get(status, ("API_ERROR", "INTERNAL_SERVER_ERROR"))
-    error: dict[str, str] = {"category": category, "code": code, "detail": detail}
-    if field_name is not None:
-        error["field"] = field_name
-    return JSONResponse({"errors": [error]}, status_code=status)
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -80,6 +58,12 @@ class FakeSquare(FaultInjected):
     bookings: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
+    # "Now" for changes made without `at=` and for SearchEvents' 28-day horizon.
+    clock: Callable[[], datetime] = _wall_clock
+    # Square starts with event search disabled; events made while it is off are never found.
+    search_enabled: bool = False
+    api_version: str = API_VERSION
+    _log: list[LoggedEvent] = field(default_factory=list)
     _sorted: list[dict[str, Any]] | None = None
     _starts: list[datetime] = field(default_factory=list)
 
@@ -87,6 +71,7 @@ class FakeSquare(FaultInjected):
         self.app = Starlette(routes=self._routes())
 
     # ---- data, from Python (tests, benchmarks, dev) ----
+    # Each change appends its event; `at` dates the change and its event (default: `clock()`).
 
     def add_customer(
         self,
@@ -96,12 +81,13 @@ class FakeSquare(FaultInjected):
         email_address: str | None = "ada@example.com",
         phone_number: str | None = "+15555550100",
         customer_id: str | None = None,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
-        now = square_time(datetime.now(UTC))
+        moment = at or self.clock()
         customer: dict[str, Any] = {
             "id": customer_id or square_id(26),
-            "created_at": now,
-            "updated_at": now,
+            "created_at": square_time(moment),
+            "updated_at": square_time(moment),
             "given_name": given_name,
             "family_name": family_name,
             "preferences": {"email_unsubscribed": False},
@@ -113,6 +99,7 @@ class FakeSquare(FaultInjected):
         if phone_number is not None:
             customer["phone_number"] = phone_number
         self.customers[customer["id"]] = customer
+        self._record("customer.created", customer, moment)
         return customer
 
     def add_booking(
@@ -123,14 +110,15 @@ class FakeSquare(FaultInjected):
         status: str = "ACCEPTED",
         duration_minutes: int = 60,
         booking_id: str | None = None,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
-        now = square_time(datetime.now(UTC))
+        moment = at or self.clock()
         booking: dict[str, Any] = {
             "id": booking_id or square_id(14).lower(),
             "version": 0,
             "status": status,
-            "created_at": now,
-            "updated_at": now,
+            "created_at": square_time(moment),
+            "updated_at": square_time(moment),
             "start_at": square_time(start_at),
             "location_id": self.location_id,
             "customer_note": "",
@@ -155,25 +143,75 @@ class FakeSquare(FaultInjected):
             booking["customer_id"] = customer_id
         self.bookings[booking["id"]] = booking
         self._sorted = None
+        self._record("booking.created", booking, moment)
         return booking
 
-    def update_booking(self, booking_id: str, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
-        """Change fields of a booking the way Square does: a new version, a new `updated_at`."""
+    def update_booking(
+        self,
+        booking_id: str,
+        *,
+        at: datetime | None = None,
+        **changes: Any,  # noqa: ANN401
+    ) -> dict[str, Any]:
+        """Change fields of a booking the way Square does: a new version, a new `updated_at`.
+        A cancellation is an update too (`status="CANCELLED_BY_CUSTOMER"`), as on Square."""
         booking = self.bookings[booking_id]
+        moment = at or self.clock()
         if "start_at" in changes and isinstance(changes["start_at"], datetime):
             changes["start_at"] = square_time(changes["start_at"])
         booking.update(changes)
         booking["version"] += 1
-        booking["updated_at"] = square_time(datetime.now(UTC))
+        booking["updated_at"] = square_time(moment)
         self._sorted = None
+        self._record("booking.updated", booking, moment)
         return booking
 
-    def update_customer(self, customer_id: str, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        at: datetime | None = None,
+        **changes: Any,  # noqa: ANN401
+    ) -> dict[str, Any]:
         customer = self.customers[customer_id]
+        moment = at or self.clock()
         customer.update(changes)
         customer["version"] += 1
-        customer["updated_at"] = square_time(datetime.now(UTC))
+        customer["updated_at"] = square_time(moment)
+        self._record("customer.updated", customer, moment)
         return customer
+
+    def delete_customer(self, customer_id: str, *, at: datetime | None = None) -> dict[str, Any]:
+        """Remove a customer; its `customer.deleted` event carries the profile as it last was."""
+        customer = self.customers.pop(customer_id)
+        self._record("customer.deleted", customer, at or self.clock())
+        return customer
+
+    # ---- the event log ----
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the fake has made, oldest change first, each in the webhook envelope."""
+        return [logged.body for logged in self._log]
+
+    def latest_event(self, object_id: str | None = None) -> dict[str, Any]:
+        """A copy of the newest event (about `object_id`, if given): the body a sender signs and
+        delivers (devkit.simulate.signed_square_delivery)."""
+        for logged in reversed(self._log):
+            data = logged.body["data"]
+            if object_id is None or data["object"][data["type"]]["id"] == object_id:
+                return copy.deepcopy(logged.body)
+        raise LookupError(f"no event about {object_id!r}" if object_id else "no events yet")
+
+    def _record(self, event_type: str, obj: dict[str, Any], moment: datetime) -> None:
+        body = square_envelope(
+            event_type,
+            obj,
+            merchant_id=self.merchant_id,
+            location_id=obj.get("location_id") if event_type.startswith("booking.") else None,
+            created_at=moment,
+        )
+        self._log.append(LoggedEvent(body, moment, searchable=self.search_enabled))
 
     def requests_to(self, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.startswith(path_prefix)]
@@ -186,18 +224,23 @@ class FakeSquare(FaultInjected):
             Route("/v2/bookings/{booking_id}", self._retrieve_booking, methods=["GET"]),
             Route("/v2/customers", self._list_customers, methods=["GET"]),
             Route("/v2/customers/bulk-retrieve", self._bulk_retrieve, methods=["POST"]),
+            Route("/v2/customers/search", self._search_customers, methods=["POST"]),
             Route("/v2/customers/{customer_id}", self._retrieve_customer, methods=["GET"]),
             Route("/v2/merchants/{merchant_id}", self._retrieve_merchant, methods=["GET"]),
+            Route("/v2/events", self._search_events, methods=["POST"]),
+            Route("/v2/events/enable", self._enable_events, methods=["PUT"]),
+            Route("/v2/events/disable", self._disable_events, methods=["PUT"]),
+            Route("/v2/events/types", self._list_event_types, methods=["GET"]),
         ]
 
     def _gate(self, request: Request) -> JSONResponse | None:
         """Authentication and injected failures, before any endpoint runs."""
         if request.headers.get("authorization") != f"Bearer {self.token}":
-            return _error(401, "This request could not be authorized.")
+            return error(401, "This request could not be authorized.")
         failure = self.faults.failure_for(request)
         if failure is None:
             return None
-        response = _error(failure.status, "injected failure")
+        response = error(failure.status, "injected failure")
         if failure.retry_after is not None:
             response.headers["Retry-After"] = str(failure.retry_after)
         return response
@@ -212,21 +255,21 @@ class FakeSquare(FaultInjected):
     def _bookings_page(self, request: Request) -> JSONResponse:
         q = request.query_params
         try:
-            start_min = _parse_time(q["start_at_min"]) if "start_at_min" in q else datetime.now(UTC)
+            start_min = parse_time(q["start_at_min"]) if "start_at_min" in q else self.clock()
             start_max = (
-                _parse_time(q["start_at_max"]) if "start_at_max" in q else start_min + MAX_WINDOW
+                parse_time(q["start_at_max"]) if "start_at_max" in q else start_min + MAX_WINDOW
             )
         except ValueError:
-            return _error(400, "start_at_min and start_at_max must be RFC 3339 timestamps")
+            return error(400, "start_at_min and start_at_max must be RFC 3339 timestamps")
         if start_max - start_min > MAX_WINDOW:
-            return _error(
+            return error(
                 400,
                 "The time range between start_at_min and start_at_max must be at most 31 days.",
                 "start_at_max",
             )
         limit = _limit(q.get("limit"))
         if limit is None:
-            return _error(400, "limit must be a positive integer", "limit")
+            return error(400, "limit must be a positive integer", "limit")
         starts, ordered = self._by_start()
         in_window = ordered[bisect_left(starts, start_min) : bisect_left(starts, start_max)]
         matching = [
@@ -237,7 +280,7 @@ class FakeSquare(FaultInjected):
         ]
         offset = _decode_cursor(q.get("cursor"))
         if offset is None:
-            return _error(400, "The cursor is invalid.", "cursor")
+            return error(400, "The cursor is invalid.", "cursor")
         page = matching[offset : offset + limit]
         body: dict[str, Any] = {"bookings": page}
         if offset + limit < len(matching):
@@ -250,7 +293,7 @@ class FakeSquare(FaultInjected):
             return self._answer(request, gate)
         booking = self.bookings.get(request.path_params["booking_id"])
         if booking is None:
-            return self._answer(request, _error(404, "Booking not found."))
+            return self._answer(request, error(404, "Booking not found."))
         return self._answer(request, JSONResponse({"booking": booking}))
 
     async def _retrieve_customer(self, request: Request) -> JSONResponse:
@@ -259,7 +302,7 @@ class FakeSquare(FaultInjected):
             return self._answer(request, gate)
         customer = self.customers.get(request.path_params["customer_id"])
         if customer is None:
-            return self._answer(request, _error(404, "Customer not found."))
+            return self._answer(request, error(404, "Customer not found."))
         return self._answer(request, JSONResponse({"customer": customer}))
 
     async def _list_customers(self, request: Request) -> JSONResponse:
@@ -269,7 +312,7 @@ class FakeSquare(FaultInjected):
         limit = _limit(request.query_params.get("limit"))
         offset = _decode_cursor(request.query_params.get("cursor"))
         if limit is None or offset is None:
-            return self._answer(request, _error(400, "invalid limit or cursor"))
+            return self._answer(request, error(400, "invalid limit or cursor"))
         everyone = sorted(self.customers.values(), key=lambda c: (c["created_at"], c["id"]))
         body: dict[str, Any] = {"customers": everyone[offset : offset + limit]}
         if offset + limit < len(everyone):
@@ -283,18 +326,23 @@ class FakeSquare(FaultInjected):
         try:
             ids = json.loads(await request.body())["customer_ids"]
         except (ValueError, KeyError, TypeError):
-            return self._answer(request, _error(400, "customer_ids is required", "customer_ids"))
+            return self._answer(request, error(400, "customer_ids is required", "customer_ids"))
         if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_BULK_RETRIEVE:
             return self._answer(
-                request, _error(400, "customer_ids must hold 1 to 100 ids", "customer_ids")
+                request, error(400, "customer_ids must hold 1 to 100 ids", "customer_ids")
             )
         responses: dict[str, Any] = {}
         for customer_id in ids:
             customer = self.customers.get(str(customer_id))
             if customer is None:
-                category, code = _ERROR_KIND[404]
                 responses[str(customer_id)] = {
-                    "errors": [{"category": category, "code": code, "detail": "Not found"}]
+                    "errors": [
+                        {
+                            "category": "INVALID_REQUEST_ERROR",
+                            "code": "NOT_FOUND",
+                            "detail": "Not found",
+                        }
+                    ]
                 }
             else:
                 responses[str(customer_id)] = {"customer": customer}
@@ -306,7 +354,7 @@ class FakeSquare(FaultInjected):
             return self._answer(request, gate)
         wanted = request.path_params["merchant_id"]
         if wanted not in ("me", self.merchant_id):
-            return self._answer(request, _error(404, "Merchant not found."))
+            return self._answer(request, error(404, "Merchant not found."))
         merchant = {
             "id": self.merchant_id,
             "business_name": "Sluice Car Wash",
@@ -318,11 +366,59 @@ class FakeSquare(FaultInjected):
         }
         return self._answer(request, JSONResponse({"merchant": merchant}))
 
+    async def _search_customers(self, request: Request) -> JSONResponse:
+        gate = self._gate(request)
+        if gate is not None:
+            return self._answer(request, gate)
+        try:
+            answer = search_customers(
+                list(self.customers.values()), json_object(await request.body())
+            )
+        except SquareBadRequest as bad:
+            return self._answer(request, bad.response())
+        return self._answer(request, JSONResponse(answer))
+
+    async def _search_events(self, request: Request) -> JSONResponse:
+        gate = self._gate(request)
+        if gate is not None:
+            return self._answer(request, gate)
+        try:
+            answer = search_events(
+                self._log,
+                json_object(await request.body()),
+                now=self.clock(),
+                api_version=self.api_version,
+            )
+        except SquareBadRequest as bad:
+            return self._answer(request, bad.response())
+        return self._answer(request, JSONResponse(answer))
+
+    async def _enable_events(self, request: Request) -> JSONResponse:
+        return self._switch_search(request, enabled=True)
+
+    async def _disable_events(self, request: Request) -> JSONResponse:
+        return self._switch_search(request, enabled=False)
+
+    def _switch_search(self, request: Request, *, enabled: bool) -> JSONResponse:
+        gate = self._gate(request)
+        if gate is not None:
+            return self._answer(request, gate)
+        self.search_enabled = enabled
+        return self._answer(request, JSONResponse({}))
+
+    async def _list_event_types(self, request: Request) -> JSONResponse:
+        gate = self._gate(request)
+        if gate is not None:
+            return self._answer(request, gate)
+        types = list(EVENT_TYPES)  # the ones this fake makes
+        metadata = [{"event_type": t, "release_status": "PUBLIC"} for t in types]
+        return self._answer(request, JSONResponse({"event_types": types, "metadata": metadata}))
+
     def _by_start(self) -> tuple[list[datetime], list[dict[str, Any]]]:
         """Bookings by start time, and their start times, for bisecting a window."""
         if self._sorted is None:
             self._sorted = sorted(self.bookings.values(), key=lambda b: (b["start_at"], b["id"]))
-            self._starts = [_parse_time(b["start_at"]) for b in self._sorted]
+            self._starts = [parse_time(b["start_at"]) for b in self._sorted]
         return self._starts, self._sorted
 
 
@@ -335,14 +431,14 @@ def _limit(raw: str | None) -> int | None:
 
 
 def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+    return encode_cursor({"o": offset})
 
 
 def _decode_cursor(cursor: str | None) -> int | None:
     if not cursor:
         return 0
     try:
-        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"]
-    except (ValueError, KeyError, TypeError):
+        offset = decode_cursor(cursor).get("o")
+    except SquareBadRequest:
         return None
     return offset if isinstance(offset, int) and offset >= 0 else None
