@@ -250,7 +250,8 @@ async def test_failing_square_is_reported_and_the_breaker_stops_the_run(
     assert "CircuitOpenError" in summary.errors[-1].error
     # Seven windows in the range, but Square was asked only until the breaker opened.
     assert len(fake.requests_to("/v2/bookings")) == 3
-    assert summary.details["requests"] == 4  # RetrieveMerchant and three ListBookings
+    # RetrieveMerchant, EnableEvents, SearchEvents, SearchCustomers and three ListBookings.
+    assert summary.details["requests"] == 7
 
 
 async def test_the_sdk_retries_what_square_answered_and_every_request_is_counted(
@@ -264,8 +265,9 @@ async def test_the_sdk_retries_what_square_answered_and_every_request_is_counted
     )
     assert summary.ok, summary.errors
     assert [r.status for r in fake.requests_to("/v2/bookings")] == [503, 200]
-    # RetrieveMerchant, ListBookings twice (the SDK's retry), BulkRetrieveCustomers.
-    assert summary.as_json()["requests"] == 4
+    # RetrieveMerchant, EnableEvents, SearchEvents, SearchCustomers (which finds the booking's
+    # customer, so no BulkRetrieveCustomers follows) and ListBookings twice (the SDK's retry).
+    assert summary.as_json()["requests"] == 6
 
 
 async def test_connection_failures_are_tried_three_times(square_settings: Settings) -> None:
