@@ -189,6 +189,7 @@ def start_cluster(state_dir: Path) -> Cluster:
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "SQUARE_WEBHOOK_SIGNATURE_KEYS": SIGNATURE_KEY,
         "SQUARE_WEBHOOK_URL": webhook_url,
+        "SQUARE_ENVIRONMENT": "production",  # what signed_square_delivery sends by default
         "SLUICE_KAFKA_IDEMPOTENCE": "false",  # the embedded broker has no idempotent producer
         "SLUICE_API_TOKEN": API_TOKEN,
         "SLUICE_LOG_FORMAT": "json",

@@ -37,7 +37,7 @@ from paced_client import (  # bench/ is on sys.path
 from consumers.jobs import JobsProjection
 from consumers.runtime import ConsumerConfig, ConsumerRuntime
 from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-from devkit.simulate import square_event, square_kafka_message, square_signature
+from devkit.simulate import square_event, square_headers, square_kafka_message
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.db import create_engine, libpq_url
 from sluice.logging import configure_logging
@@ -160,6 +160,7 @@ async def end_to_end(database_url: str, bootstrap: str, rate: int, seconds: int)
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SQUARE_WEBHOOK_SIGNATURE_KEYS": KEY,
         "SQUARE_WEBHOOK_URL": url,
+        "SQUARE_ENVIRONMENT": "production",  # what square_headers sends by default
         "SLUICE_KAFKA_IDEMPOTENCE": "false",
         "SLUICE_LOG_LEVEL": "warning",
         "SLUICE_LOG_FORMAT": "json",
@@ -198,10 +199,7 @@ def signed_requests(count: int, url: str, port: int) -> list[tuple[str, bytes]]:
     for _ in range(count):
         event = square_event("booking.created", event_id=str(uuid.uuid4()))
         body = json.dumps(event, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "x-square-hmacsha256-signature": square_signature(KEY, url, body),
-        }
+        headers = square_headers(body, key=KEY, url=url)
         booking_id = event["data"]["id"].split(":")[0]
         out.append((booking_id, http_post(f"127.0.0.1:{port}", "/webhooks/square", body, headers)))
     return out

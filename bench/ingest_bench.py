@@ -56,6 +56,7 @@ function init(args)
       requests[#requests + 1] = wrk.format("POST", path, {
         ["Content-Type"] = "application/json",
         ["x-square-hmacsha256-signature"] = sig,
+        ["square-environment"] = "Production",
       }, body)
     end
     n = n + 1
@@ -225,6 +226,7 @@ def main() -> int:
             "DATABASE_URL": db_url,
             "SQUARE_WEBHOOK_SIGNATURE_KEYS": KEY,
             "SQUARE_WEBHOOK_URL": webhook_url,
+            "SQUARE_ENVIRONMENT": "production",  # the deliveries say Production
             "SLUICE_LOG_LEVEL": "warning",
         },
     )

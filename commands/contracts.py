@@ -260,13 +260,21 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _webhook(summary: str, body_model: str, signature_header: str) -> dict[str, Any]:
+def _webhook(
+    summary: str,
+    body_model: str,
+    signature_header: str,
+    *,
+    headers: tuple[dict[str, Any], ...] = (),
+    refusals: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
             "tags": ["ingest"],
             "parameters": [
                 {"name": signature_header, "in": "header", "required": True, "schema": {}},
+                *headers,
                 {
                     "name": "traceparent",
                     "in": "header",
@@ -288,10 +296,23 @@ def _webhook(summary: str, body_model: str, signature_header: str) -> dict[str, 
                 "400": _problem("not an event envelope, or content the database refuses"),
                 "401": _problem("signature missing or wrong"),
                 "413": _problem("body larger than SLUICE_MAX_BODY_BYTES"),
+                **(refusals or {}),
                 "503": _problem("verification not configured, or database unavailable"),
             },
         }
     }
+
+
+_SQUARE_ENVIRONMENT = {
+    "name": "square-environment",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Production or Sandbox, as Square sends it; another environment than SQUARE_ENVIRONMENT"
+        " is refused (422). Without it a delivery is taken"
+    ),
+    "schema": {"type": "string"},
+}
 
 
 def _metrics(tag: str) -> dict[str, Any]:
@@ -391,7 +412,16 @@ def openapi_document() -> dict[str, Any]:
         "tags": [{"name": "ingest"}, {"name": "admin"}],
         "paths": {
             "/webhooks/square": _webhook(
-                "Square webhook", "SquareEvent", "x-square-hmacsha256-signature"
+                "Square webhook",
+                "SquareEvent",
+                "x-square-hmacsha256-signature",
+                headers=(_SQUARE_ENVIRONMENT,),
+                refusals={
+                    "422": _problem(
+                        "validly signed, but from another Square environment than"
+                        " SQUARE_ENVIRONMENT (wrong_environment)"
+                    )
+                },
             ),
             "/webhooks/airtable": _webhook(
                 "Airtable webhook notification", "AirtablePing", "x-airtable-content-mac"

@@ -13,6 +13,7 @@ from commands.airtable import airtable_app, simulate_airtable
 from commands.context import begin_invocation, warn_at_start
 from commands.context import settings as load_settings
 from commands.recovery import register as register_recovery
+from schemas.square_environment import SquareEnvironment  # noqa: TC001 - typer reads it at run time
 
 if TYPE_CHECKING:
     import httpx
@@ -199,6 +200,10 @@ def simulate_square(
     repeat: Annotated[int, typer.Option(min=1, help="Send the same delivery N times")] = 1,
     entity_id: Annotated[str | None, typer.Option(help="Booking or customer id")] = None,
     version: Annotated[int, typer.Option(min=1)] = 1,
+    environment: Annotated[
+        SquareEnvironment | None,
+        typer.Option(help="Square environment it is from (default: the dev's, else production)"),
+    ] = None,
     state_dir: Annotated[Path, typer.Option(envvar="SLUICE_STATE_DIR")] = DEFAULT_STATE_DIR,
 ) -> None:
     """Post a realistic, signed Square event to a running sluice (like `stripe trigger`)."""
@@ -216,7 +221,9 @@ def simulate_square(
     if not target or not signing_key:
         raise typer.BadParameter("no running `sluice dev` found: pass --url and --key")
     event = square_event(event_type, entity_id=entity_id, version=version)
-    body, headers = signed_square_delivery(event, key=signing_key, url=target)
+    # As the target's Square would send it: a deployment refuses the other environment's events.
+    sender = environment or info.get("square_environment") or "production"
+    body, headers = signed_square_delivery(event, key=signing_key, url=target, environment=sender)
     failed = False
     with httpx.Client(timeout=15) as client:
         for attempt in range(repeat):

@@ -157,6 +157,7 @@ def _start_components(
         "KAFKA_BOOTSTRAP_SERVERS": servers.kafka,
         "SQUARE_WEBHOOK_SIGNATURE_KEYS": ",".join(keys or [key]),
         "SQUARE_WEBHOOK_URL": square_url,
+        "SQUARE_ENVIRONMENT": settings.square_environment,
     }
     if running.broker is not None:
         # The embedded broker (Tansu) has no idempotent producer support.
@@ -182,6 +183,7 @@ def _start_components(
     return {
         "square_webhook_url": square_url,
         "square_signature_key": key,
+        "square_environment": settings.square_environment,
         "api_url": f"http://127.0.0.1:{options.port + 2}/api",
         "api_token": env.get("SLUICE_API_TOKEN"),
         "admin_url": f"http://127.0.0.1:{options.port + 1}/admin",
@@ -289,6 +291,7 @@ def _print_banner(info: dict[str, Any], names: list[str], info_file: Path) -> No
         f"""
 sluice dev is running ({", ".join(names)})
   Square webhook URL        {info["square_webhook_url"]}
+  Square environment        {info["square_environment"]}   (SQUARE_ENVIRONMENT)
   Square signature key      {info["square_signature_key"]}   (development only)
   Console                   {info["console_url"]}
     log in with the token   {info["admin_token"]}

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from devkit.square_envelope import square_envelope, square_timestamp
+from schemas.square_environment import ENVIRONMENT_HEADER, HEADER_VALUES
 
 if TYPE_CHECKING:
     from outbox.enqueue import OutboxMessage
+    from schemas.square_environment import SquareEnvironment
 
 _LOCATION_ID = "L8TZNMX9Q2Z5B"
 
@@ -110,17 +112,29 @@ def square_event(
     )
 
 
-def signed_square_delivery(
-    event: dict[str, Any], *, key: str, url: str, retry_number: int | None = None
-) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(event).encode()
-    headers = {
+def square_headers(
+    body: bytes, *, key: str, url: str, environment: SquareEnvironment = "production"
+) -> dict[str, str]:
+    """The headers of a first delivery of `body` from Square's `environment`, signed with `key`."""
+    return {
         "content-type": "application/json",
         "user-agent": "Square Connect v2",
-        "square-environment": "Sandbox",
+        ENVIRONMENT_HEADER: HEADER_VALUES[environment],
         "square-initial-delivery-timestamp": square_timestamp(datetime.now(UTC)),
         "x-square-hmacsha256-signature": square_signature(key, url, body),
     }
+
+
+def signed_square_delivery(
+    event: dict[str, Any],
+    *,
+    key: str,
+    url: str,
+    retry_number: int | None = None,
+    environment: SquareEnvironment = "production",
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    headers = square_headers(body, key=key, url=url, environment=environment)
     if retry_number:
         headers["square-retry-number"] = str(retry_number)
         headers["square-retry-reason"] = "http_timeout"

@@ -154,7 +154,7 @@ class SquareReader:
         ) as http:
             client = AsyncSquare(
                 token=settings.require_square_access_token(),
-                base_url=settings.square_api_url.rstrip("/"),
+                base_url=settings.square_endpoint,
                 httpx_client=http,
             )
             breaker = CircuitBreaker(

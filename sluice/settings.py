@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.square_environment import API_URLS, SquareEnvironment, environment_of_host
 from sluice.logging import LogFormat, LogLevel
 
 AIRTABLE_API_URL = "https://api.airtable.com"
-SQUARE_API_URL = "https://connect.squareup.com"
 
 # Values people paste from examples; a secret equal to one of these is refused at start.
 _PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "placeholder", "xxx", "todo"})
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    # Which of Square's environments this deployment takes: its deliveries, keys and API.
+    square_environment: SquareEnvironment = Field(
+        default="production", validation_alias="SQUARE_ENVIRONMENT"
     )
     square_webhook_signature_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="SQUARE_WEBHOOK_SIGNATURE_KEYS"
@@ -264,10 +269,8 @@ class Settings(BaseSettings):
     )
 
     # Recovery: the backstop reconciler, replay and the admin trigger (recovery/).
-    square_api_url: str = Field(
-        default=SQUARE_API_URL,
-        validation_alias="SQUARE_API_URL",
-    )
+    # Unset: the configured environment's API (`square_endpoint`).
+    square_api_url: str | None = Field(default=None, validation_alias="SQUARE_API_URL")
     square_access_token: SecretStr | None = Field(
         default=None, validation_alias="SQUARE_ACCESS_TOKEN"
     )
@@ -395,6 +398,24 @@ class Settings(BaseSettings):
             if secret.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError("a placeholder value is not a MAC secret")
         return secrets
+
+    @property
+    def square_endpoint(self) -> str:
+        return (self.square_api_url or API_URLS[self.square_environment]).rstrip("/")
+
+    @model_validator(mode="after")
+    def _api_in_environment(self) -> Settings:
+        # A fake or a proxy may stand in for Square; the other environment's API may not: the
+        # reconciler would write that environment's bookings into these tables.
+        if self.square_api_url:
+            other = environment_of_host(urlsplit(self.square_api_url).hostname or "")
+            if other is not None and other != self.square_environment:
+                raise ValueError(
+                    f"SQUARE_API_URL is Square's {other} API, but SQUARE_ENVIRONMENT is "
+                    f"{self.square_environment}: unset SQUARE_API_URL, or set it to "
+                    f"{API_URLS[self.square_environment]}"
+                )
+        return self
 
     @property
     def airtable_endpoint(self) -> str:

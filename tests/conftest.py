@@ -119,6 +119,7 @@ def kafka_bootstrap() -> Iterator[str]:
 def settings(database_url: str) -> Settings:
     return Settings(
         DATABASE_URL=database_url,
+        SQUARE_ENVIRONMENT="production",  # the environment signed_square_delivery sends from
         SQUARE_WEBHOOK_SIGNATURE_KEYS=f"{SIGNATURE_KEY},{ROTATED_KEY}",
         SQUARE_WEBHOOK_URL=WEBHOOK_URL,
         SLUICE_MAX_BODY_BYTES=64 * 1024,

@@ -36,6 +36,7 @@ def test_every_alert_uses_only_known_metrics() -> None:
         "SluiceConsumerLagGrowing",
         "SluiceDeadLetters",
         "SluiceWebhookSignatureFailures",
+        "SluiceWebhookWrongEnvironment",
         "SluiceReconcilerCreatingEvents",
         "SluiceAirtableWebhookExpiring",
     } <= {rule["alert"] for rule in alerts}

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devkit.simulate import signed_square_delivery, square_event, square_signature
+from devkit.simulate import signed_square_delivery, square_event, square_headers
 from devkit.simulate_airtable import airtable_ping, signed_airtable_ping
 from ingest.app import create_app
 from sluice.settings import Settings
@@ -179,10 +179,7 @@ def test_square_signed_hostile_content_never_5xx(
 ) -> None:
     if truncate and len(body) > truncate:
         body = body[:-truncate]  # truncated, but signed as it is sent
-    headers = {
-        "content-type": "application/json",
-        "x-square-hmacsha256-signature": square_signature(SQUARE_KEY, SQUARE_URL, body),
-    }
+    headers = square_headers(body, key=SQUARE_KEY, url=SQUARE_URL)
     post_and_check(ingest, fuzz_db, "/webhooks/square", body, headers)
 
 

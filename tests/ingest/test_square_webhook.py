@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from square.utils.webhooks_helper import verify_signature
 
-from devkit.simulate import signed_square_delivery, square_event
+from devkit.simulate import signed_square_delivery, square_event, square_headers
 from ingest.app import create_app
 from sluice.settings import Settings
 from tests.support.proxy import database_behind_proxy
@@ -324,9 +324,7 @@ async def test_signed_body_that_is_not_an_envelope_is_400_naming_the_field(
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"a": 1'])
 async def test_signed_garbage_is_400(client: httpx.AsyncClient, db: Conn, body: bytes) -> None:
-    from devkit.simulate import square_signature  # noqa: PLC0415
-
-    headers = {"x-square-hmacsha256-signature": square_signature(SIGNATURE_KEY, WEBHOOK_URL, body)}
+    headers = square_headers(body, key=SIGNATURE_KEY, url=WEBHOOK_URL)
     response = await post(client, body, headers)
     assert response.status_code == 400
     assert counts(db) == (0, 0)
@@ -335,10 +333,8 @@ async def test_signed_garbage_is_400(client: httpx.AsyncClient, db: Conn, body: 
 async def test_body_that_is_not_utf8_is_401_whatever_its_signature(
     client: httpx.AsyncClient, db: Conn
 ) -> None:
-    from devkit.simulate import square_signature  # noqa: PLC0415
-
     body = b'{"merchant_id": "\xff\xfe"}'
-    headers = {"x-square-hmacsha256-signature": square_signature(SIGNATURE_KEY, WEBHOOK_URL, body)}
+    headers = square_headers(body, key=SIGNATURE_KEY, url=WEBHOOK_URL)
     response = await post(client, body, headers)
     assert response.status_code == 401
     assert response.json()["error"] == "bad_signature"

@@ -1,18 +1,28 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import ValidationError
 
+from schemas.square_environment import API_URLS
 from sluice.settings import AIRTABLE_API_URL, Settings
 from tests.support.paths import ROOT
+
+if TYPE_CHECKING:
+    from schemas.square_environment import SquareEnvironment
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SQUARE_WEBHOOK_SIGNATURE_KEYS", "SQUARE_WEBHOOK_URL", "SLUICE_MAX_BODY_BYTES"):
+    for name in (
+        "SQUARE_WEBHOOK_SIGNATURE_KEYS",
+        "SQUARE_WEBHOOK_URL",
+        "SLUICE_MAX_BODY_BYTES",
+        "SQUARE_ENVIRONMENT",
+        "SQUARE_API_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -54,6 +64,50 @@ def test_verification_needs_key_and_url() -> None:
     assert Settings(
         SQUARE_WEBHOOK_SIGNATURE_KEYS="k", SQUARE_WEBHOOK_URL="https://x/y"
     ).square_verification_configured
+
+
+def test_square_environment_is_production_unless_set_and_picks_the_api() -> None:
+    assert Settings().square_environment == "production"
+    assert Settings().square_endpoint == "https://connect.squareup.com"
+    sandbox = Settings(SQUARE_ENVIRONMENT="sandbox")
+    assert sandbox.square_environment == "sandbox"
+    assert sandbox.square_endpoint == "https://connect.squareupsandbox.com"
+
+
+@pytest.mark.parametrize("wrong", ["staging", "Production", "SANDBOX", "", "prod"])
+def test_square_environment_is_a_closed_set(wrong: str) -> None:
+    with pytest.raises(ValidationError, match="SQUARE_ENVIRONMENT") as refused:
+        Settings(SQUARE_ENVIRONMENT=wrong)
+    assert "'production' or 'sandbox'" in str(refused.value)
+
+
+@pytest.mark.parametrize("environment", ["production", "sandbox"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765/", "https://square-proxy.internal"])
+def test_an_explicit_api_url_wins_in_either_environment(environment: str, url: str) -> None:
+    settings = Settings(SQUARE_ENVIRONMENT=environment, SQUARE_API_URL=url)
+    assert settings.square_endpoint == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("environment", "url"),
+    [
+        ("production", "https://connect.squareupsandbox.com"),
+        ("production", "https://CONNECT.SquareupSandbox.com./v2"),
+        ("production", "https://pci-connect.squareupsandbox.com"),
+        ("sandbox", "https://connect.squareup.com"),
+        ("sandbox", "https://connect.squareup.com:443/"),
+    ],
+)
+def test_the_other_environments_api_is_refused(environment: str, url: str) -> None:
+    with pytest.raises(ValidationError, match="SQUARE_API_URL is Square's") as refused:
+        Settings(SQUARE_ENVIRONMENT=environment, SQUARE_API_URL=url)
+    assert f"SQUARE_ENVIRONMENT is {environment}" in str(refused.value)
+
+
+@pytest.mark.parametrize("environment", ["production", "sandbox"])
+def test_its_own_environments_api_is_taken(environment: SquareEnvironment) -> None:
+    url = API_URLS[environment]
+    assert Settings(SQUARE_ENVIRONMENT=environment, SQUARE_API_URL=url).square_endpoint == url
 
 
 def test_body_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +233,8 @@ def test_the_readme_lists_every_setting_with_its_default() -> None:
     documented = readme_settings()
     defaults = Settings.model_construct()  # the declared defaults, no environment
     # Unset, the Airtable client talks to Airtable itself.
-    effective = {"AIRTABLE_API_URL": AIRTABLE_API_URL}
+    # Unset, the Square reader talks to the default environment's API.
+    effective = {"AIRTABLE_API_URL": AIRTABLE_API_URL, "SQUARE_API_URL": API_URLS["production"]}
     for field_name, name in environment_names().items():
         assert name in documented, name
         expected = effective.get(name, shown(getattr(defaults, field_name)))

@@ -63,11 +63,13 @@ def cluster_from_env(url: str) -> PostgresCluster:
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: ASGIApp, limits: HttpLimits | None = None) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port, in this event loop, as sluice's servers run (with
-    `limits`, or the default ones).
+async def running_server(
+    app: ASGIApp, limits: HttpLimits | None = None, *, port: int | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on a loopback port (`port`, or a free one), in this event loop, as sluice's
+    servers run (with `limits`, or the default ones).
     """
-    port = free_port()
+    port = port or free_port()
     options = uvicorn_options(limits or HttpLimits.from_settings(Settings()))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **options)
     server = uvicorn.Server(config)
