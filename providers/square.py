@@ -96,8 +96,14 @@ def windows(
     return cuts
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _rfc3339(value: datetime, timespec: str = "seconds") -> str:
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _range(start: datetime, end: datetime) -> dict[str, str]:
+    """A search's TimeRange to the millisecond: a range cut to whole seconds would leave out the
+    events of the last part-second, which the watermark then passes."""
+    return {"start_at": _rfc3339(start, "milliseconds"), "end_at": _rfc3339(end, "milliseconds")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +282,7 @@ class SquareReader:
             "query": {
                 "filter": {
                     "event_types": list(event_types),
-                    "created_at": {"start_at": _rfc3339(start), "end_at": _rfc3339(end)},
+                    "created_at": _range(start, end),
                 },
                 "sort": {"field": "DEFAULT", "order": "ASC"},
             },
@@ -295,8 +301,7 @@ class SquareReader:
         customer when `updated_since` is None (a first sweep)."""
         query: dict[str, Any] = {"sort": {"field": "CREATED_AT", "order": "ASC"}}
         if updated_since is not None:
-            window = {"start_at": _rfc3339(updated_since), "end_at": _rfc3339(until)}
-            query["filter"] = {"updated_at": window}
+            query["filter"] = {"updated_at": _range(updated_since, until)}
         body = {"limit": page_size, "query": query}
         async for page in self._search_pages("v2/customers/search", body, "customers"):
             yield page

@@ -53,8 +53,9 @@ async def search_events(  # noqa: PLR0913 - the pass's parts
     overlap: timedelta,
     now: datetime,
 ) -> dict[tuple[str, str], int]:
-    """Search, record what is missing, move the watermark; returns the version of each booking
-    and customer recorded (by entity type and id), which the sweeps then need not bring again."""
+    """Search, record what is missing, move the watermark; returns the newest version of each
+    booking and customer (by entity type and id) the searched events carry, all stored now,
+    which the sweeps then need not bring again."""
     tally = summary.pass_("events")
     versions: dict[tuple[str, str], int] = {}
     horizon = now - _SEARCHABLE
@@ -134,18 +135,18 @@ async def _write(
     complete: bool,
 ) -> int:
     """Record the page's events and, while every page so far was written, move the watermark to
-    the last of them, in one transaction; how many were new (their objects' versions go into
-    `versions`)."""
+    the last of them, in one transaction; how many were new. The versions of the objects they
+    carry go into `versions`."""
     last = _last_created(page)
     async with transaction(engine) as conn:
         recorded = await record_events(conn, [f.event for f in events]) if events else []
         if complete and last is not None:
             await advance_watermark(conn, EVENTS, last)
-    new = [f for f, r in zip(events, recorded, strict=True) if not r.duplicate]
-    for found in new:
+    # Stored now, whether by this page or by a delivery: the consumers will apply it.
+    for found in events:
         if found.version is not None and found.version > versions.get(found.entity, -1):
             versions[found.entity] = found.version
-    return len(new)
+    return sum(not r.duplicate for r in recorded)
 
 
 def _last_created(page: list[dict[str, Any]]) -> datetime | None:
