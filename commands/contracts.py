@@ -253,6 +253,28 @@ _SCHEMAS: dict[str, Any] = {
             },
             "duration_seconds": {"type": "number"},
             "by_entity": {"type": "object", "additionalProperties": {"type": "object"}},
+            "passes": {
+                "type": "object",
+                "description": (
+                    "Square: per pass (events, customers, bookings, booking_customers) what it "
+                    "looked at (window or watermark) and its counts"
+                ),
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "scanned": {"type": "integer"},
+                        "missing": {"type": "integer"},
+                        "stale": {"type": "integer"},
+                        "recorded": {"type": "integer"},
+                    },
+                    "required": ["scanned", "missing", "stale", "recorded"],
+                },
+            },
+            "watermarks": {
+                "type": "object",
+                "description": "Square: how far each recovery pass has looked, after the run",
+                "additionalProperties": {"type": "string", "format": "date-time"},
+            },
         },
         "required": ["source", "scanned", "created", "updated", "skipped", "errors"],
         "additionalProperties": True,
@@ -353,6 +375,22 @@ def openapi_document() -> dict[str, Any]:
         ("from", "Square: window start, an ISO 8601 date-time with a zone", instant),
         ("to", "Square: window end, an ISO 8601 date-time with a zone, after from", instant),
         (
+            "ahead",
+            (
+                "Square: bookings up to SQUARE_RECONCILE_AHEAD_DAYS ahead (the nightly run); "
+                "not with from or to"
+            ),
+            {"type": "boolean", "default": False},
+        ),
+        (
+            "since",
+            (
+                "Square: search events and sweep customers from this ISO 8601 date-time with a "
+                "zone, not from the watermarks"
+            ),
+            instant,
+        ),
+        (
             "lookback_minutes",
             "Airtable: sweep records changed this many minutes back; not with full",
             {"type": "integer", "minimum": 1, "maximum": MAX_LOOKBACK_MINUTES, "default": 60},
@@ -385,7 +423,7 @@ def openapi_document() -> dict[str, Any]:
                 "200": _json_body("done", {"$ref": _REF.format(model="ReconcileSummary")}),
                 "400": _problem(
                     "a query parameter is not valid (bad_request): given twice, holding a NUL, "
-                    "too long, out of range, or lookback_minutes with full"
+                    "too long, out of range, lookback_minutes with full, or ahead with from/to"
                 ),
                 "401": _problem("missing or wrong bearer token"),
                 "404": _problem("unknown source"),

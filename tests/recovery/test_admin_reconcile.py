@@ -128,6 +128,10 @@ LOOKBACK = "lookback_minutes: must be a whole number from 1 to 1440"
         ("from=" + "2" * 65, "from: must be at most 64 characters"),
         ("from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", "from must be before to"),
         ("from=2999-01-01T00:00:00Z", "from must be before to"),  # after the default end
+        ("ahead=true&from=2030-01-01T00:00:00Z", "give ahead or from/to, not both"),
+        ("ahead=sometimes", "ahead: must be true or false"),
+        ("since=last-week", "since: not an ISO 8601 date-time"),
+        ("since=2030-01-01", "since: a date-time needs a time zone"),
     ],
 )
 @pytest.mark.parametrize("source", ["square", "airtable"])
