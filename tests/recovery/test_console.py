@@ -241,3 +241,23 @@ def test_the_overview_knows_the_topics_of_every_consumer_group() -> None:
     from schemas.topics import CONSUMER_TOPICS  # noqa: PLC0415
 
     assert sorted(CONSUMER_TOPICS) == sorted(CONSUMERS)
+
+
+async def test_the_overview_shows_how_far_recovery_has_looked_and_warns_when_behind(
+    console: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    await log_in(console)
+    assert "No recovery pass has run yet" in (await console.get("/")).text
+    db.execute(
+        'INSERT INTO recovery_watermarks ("pass", watermark) VALUES'
+        " ('square:events', now() - interval '5 hours'),"
+        " ('square:customers', now() - interval '10 minutes')"
+    )
+    page = (await console.get("/")).text
+    marks = page[page.index('id="watermarks"') :]
+    marks = marks[: marks.index("</ul>")]
+    events = marks[marks.index("square:events") :].split("</li>")[0]
+    customers = marks[marks.index("square:customers") :].split("</li>")[0]
+    assert "behind" in events
+    assert 'class="warn"' in events
+    assert "behind" not in customers
