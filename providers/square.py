@@ -100,6 +100,13 @@ def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _rfc3339_end(value: datetime) -> str:
+    """The end of a search range in whole seconds, rounded up: rounded down, it would leave out
+    what happened in the last fraction of a second, though the watermark moves past it."""
+    whole = value.replace(microsecond=0)
+    return _rfc3339(whole if whole == value else whole + timedelta(seconds=1))
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerLookup:
     found: dict[str, dict[str, Any]]
@@ -276,7 +283,7 @@ class SquareReader:
             "query": {
                 "filter": {
                     "event_types": list(event_types),
-                    "created_at": {"start_at": _rfc3339(start), "end_at": _rfc3339(end)},
+                    "created_at": {"start_at": _rfc3339(start), "end_at": _rfc3339_end(end)},
                 },
                 "sort": {"field": "DEFAULT", "order": "ASC"},
             },
@@ -295,7 +302,7 @@ class SquareReader:
         customer when `updated_since` is None (a first sweep)."""
         query: dict[str, Any] = {"sort": {"field": "CREATED_AT", "order": "ASC"}}
         if updated_since is not None:
-            window = {"start_at": _rfc3339(updated_since), "end_at": _rfc3339(until)}
+            window = {"start_at": _rfc3339(updated_since), "end_at": _rfc3339_end(until)}
             query["filter"] = {"updated_at": window}
         body = {"limit": page_size, "query": query}
         async for page in self._search_pages("v2/customers/search", body, "customers"):
