@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -13,10 +12,7 @@ from commands.airtable import airtable_app, simulate_airtable
 from commands.context import begin_invocation, warn_at_start
 from commands.context import settings as load_settings
 from commands.recovery import register as register_recovery
-from schemas.square_environment import SquareEnvironment  # noqa: TC001 - typer reads it at run time
-
-if TYPE_CHECKING:
-    import httpx
+from commands.square import simulate_square, square_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -33,6 +29,8 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(airtable_app, name="airtable")
 simulate_app.command("airtable")(simulate_airtable)
+simulate_app.command("square")(simulate_square)
+app.add_typer(square_app, name="square")
 app.add_typer(topics_app, name="topics")
 register_recovery(app)
 
@@ -190,63 +188,6 @@ def dev(
     settings = load_settings()
     code = run_dev(settings, DevOptions(state_dir, port, postgres_port, kafka_port))
     raise typer.Exit(code)
-
-
-@simulate_app.command("square")
-def simulate_square(
-    event_type: Annotated[str, typer.Argument(help="booking.created, booking.updated, ...")],
-    url: Annotated[str | None, typer.Option(help="Target URL (default: the running dev)")] = None,
-    key: Annotated[str | None, typer.Option(help="Signature key (default: the dev key)")] = None,
-    repeat: Annotated[int, typer.Option(min=1, help="Send the same delivery N times")] = 1,
-    entity_id: Annotated[str | None, typer.Option(help="Booking or customer id")] = None,
-    version: Annotated[int, typer.Option(min=1)] = 1,
-    environment: Annotated[
-        SquareEnvironment | None,
-        typer.Option(help="Square environment it is from (default: the dev's, else production)"),
-    ] = None,
-    state_dir: Annotated[Path, typer.Option(envvar="SLUICE_STATE_DIR")] = DEFAULT_STATE_DIR,
-) -> None:
-    """Post a realistic, signed Square event to a running sluice (like `stripe trigger`)."""
-    import httpx  # noqa: PLC0415
-
-    from devkit.dev import read_dev_info  # noqa: PLC0415
-    from devkit.simulate import signed_square_delivery, square_event  # noqa: PLC0415
-    from schemas.square import EVENT_TYPES  # noqa: PLC0415
-
-    if event_type not in EVENT_TYPES:
-        raise typer.BadParameter(f"choose one of {', '.join(EVENT_TYPES)}")
-    info = read_dev_info(state_dir)
-    target = url or info.get("square_webhook_url")
-    signing_key = key or info.get("square_signature_key")
-    if not target or not signing_key:
-        raise typer.BadParameter("no running `sluice dev` found: pass --url and --key")
-    event = square_event(event_type, entity_id=entity_id, version=version)
-    # As the target's Square would send it: a deployment refuses the other environment's events.
-    sender = environment or info.get("square_environment") or "production"
-    body, headers = signed_square_delivery(event, key=signing_key, url=target, environment=sender)
-    failed = False
-    with httpx.Client(timeout=15) as client:
-        for attempt in range(repeat):
-            response = client.post(target, content=body, headers=headers)
-            failed |= response.status_code >= 300
-            typer.echo(
-                json.dumps(
-                    {
-                        "attempt": attempt + 1,
-                        "status": response.status_code,
-                        "response": _json_or_text(response),
-                    }
-                )
-            )
-    if failed:
-        raise typer.Exit(1)
-
-
-def _json_or_text(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
 
 
 @schemas_app.command("export")

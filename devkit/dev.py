@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from devkit.dev_airtable import start_dev_airtable
+from devkit.dev_square import start_dev_square
 from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.migrate import upgrade
@@ -145,8 +146,8 @@ def _start_servers(
 def _start_components(
     settings: Settings, options: DevOptions, state_dir: Path, servers: _Servers, running: _Running
 ) -> dict[str, Any]:
-    """Every component as its own process (the fake Airtable first, when it is used); returns
-    what `.sluice/dev.json` tells `sluice simulate` and the developer."""
+    """Every component as its own process (the fake Square and Airtable first, when they are
+    used); returns what `.sluice/dev.json` tells `sluice simulate` and the developer."""
     webhook_url = f"http://127.0.0.1:{options.port}/webhooks/square"
     keys = [k.get_secret_value() for k in settings.square_webhook_signature_keys]
     key = keys[0] if keys else _dev_signature_key(state_dir)
@@ -162,6 +163,10 @@ def _start_components(
     if running.broker is not None:
         # The embedded broker (Tansu) has no idempotent producer support.
         env["SLUICE_KAFKA_IDEMPOTENCE"] = "false"
+    square = start_dev_square(settings)
+    if square.process is not None:
+        running.processes.append(("square-fake-api", square.process))
+    env.update(square.env)
     airtable = start_dev_airtable(settings, servers.database_url, options.port)
     if airtable.process is not None:
         running.processes.append(("airtable-fake-api", airtable.process))
@@ -191,6 +196,7 @@ def _start_components(
         "admin_token": env.get("SLUICE_ADMIN_TOKEN"),
         "database_url": servers.database_url,
         "kafka_bootstrap_servers": servers.kafka,
+        **square.info,
         **airtable.info,
     }
 
@@ -287,12 +293,26 @@ def _wait_consumers(
 
 def _print_banner(info: dict[str, Any], names: list[str], info_file: Path) -> None:
     shown_db = str(info["database_url"]).rsplit("@", maxsplit=1)[-1]
+    square_api = (
+        f"{info['square_fake_api_url']}   (fake; token {info['square_fake_token']}, "
+        "event search enabled)"
+        if info.get("square_fake_api_url")
+        else "as configured (SQUARE_API_URL)"
+    )
+    # What `sluice reconcile square` needs from this dev, to be run from another shell.
+    reconcile = (
+        f"DATABASE_URL={info['database_url']} SQUARE_API_URL={info['square_fake_api_url']} "
+        f"SQUARE_ACCESS_TOKEN={info['square_fake_token']} sluice reconcile square"
+        if info.get("square_fake_api_url")
+        else "sluice reconcile square"
+    )
     print(  # noqa: T201
         f"""
 sluice dev is running ({", ".join(names)})
   Square webhook URL        {info["square_webhook_url"]}
   Square environment        {info["square_environment"]}   (SQUARE_ENVIRONMENT)
   Square signature key      {info["square_signature_key"]}   (development only)
+  Square API                {square_api}
   Console                   {info["console_url"]}
     log in with the token   {info["admin_token"]}
   App API                   {info["api_url"]}   (Authorization: Bearer {info["api_token"]})
@@ -301,6 +321,9 @@ sluice dev is running ({", ".join(names)})
   (all of this is also in {info_file})
 
 Try:  sluice simulate square booking.created   (then watch it arrive in the console)
+      sluice simulate square booking.created --lost   (Square never delivers it; then
+        {reconcile}
+        finds it through Square's Events API)
       sluice simulate airtable create
 Stop: Ctrl-C
 """,

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from outbox.enqueue import OutboxMessage
     from schemas.square_environment import SquareEnvironment
 
-_LOCATION_ID = "L8TZNMX9Q2Z5B"
+# The merchant and location simulated events come from; the dev fake Square is this merchant.
+SIMULATED_MERCHANT_ID = "6SSW7HV8K2ST5"
+SIMULATED_LOCATION_ID = "L8TZNMX9Q2Z5B"
 
 
 def square_signature(key: str, url: str, body: bytes) -> str:
@@ -39,7 +41,7 @@ def booking_object(
     customer_id: str,
     status: str = "ACCEPTED",
     start_at: datetime | None = None,
-    location_id: str = _LOCATION_ID,
+    location_id: str = SIMULATED_LOCATION_ID,
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     start = start_at or (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
@@ -88,13 +90,15 @@ def customer_object(customer_id: str, *, version: int) -> dict[str, Any]:
 def square_event(
     event_type: str,
     *,
-    merchant_id: str = "6SSW7HV8K2ST5",
+    merchant_id: str = SIMULATED_MERCHANT_ID,
     entity_id: str | None = None,
     version: int = 1,
     customer_id: str | None = None,
     event_id: str | None = None,
+    start_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A webhook body in Square's wire format, for one of schemas.square.EVENT_TYPES."""
+    """A webhook body in Square's wire format, for one of schemas.square.EVENT_TYPES (a
+    booking starts at `start_at`, by default tomorrow)."""
     entity = event_type.partition(".")[0]
     obj: dict[str, Any]
     if entity == "booking":
@@ -102,13 +106,18 @@ def square_event(
             entity_id or _square_id(14),
             version=version,
             customer_id=customer_id or _square_id(26).upper(),
+            start_at=start_at,
         )
     elif entity == "customer":
         obj = customer_object(entity_id or _square_id(26).upper(), version=version)
     else:
         raise ValueError(f"unknown Square event type {event_type!r}")
     return square_envelope(
-        event_type, obj, merchant_id=merchant_id, location_id=_LOCATION_ID, event_id=event_id
+        event_type,
+        obj,
+        merchant_id=merchant_id,
+        location_id=SIMULATED_LOCATION_ID,
+        event_id=event_id,
     )
 
 

@@ -1,6 +1,7 @@
 """The chaos harness in its short mode (`bench/chaos.py --short`): the whole pipeline as
 processes, every component SIGKILLed, the broker stopped for 30 s, PostgreSQL crashed, staff
-edits in between; the run exits 0 only if nothing was lost, applied twice or overwritten.
+edits in between, a share of Square's events never delivered (then `sluice reconcile square
+--ahead`); the run exits 0 only if nothing was lost, applied twice or overwritten.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
         "valid deliveries refused (4xx)",
         "deliveries never answered",
         "lost (2xx answered, effect missing)",
+        "never delivered, not recovered by reconcile",
         "applied twice",
         "app-owned fields overwritten",
         "outbox rows stuck",
@@ -51,6 +53,10 @@ def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     assert sent > 0
     assert int(figures["2xx answered"]) == sent
     assert int(figures["components SIGKILLed"]) >= 7
+    # Square really dropped events, and the operator's reconcile ran and recorded some.
+    assert int(figures["Square events never delivered"]) > 0
+    recorded = figures["reconcile square --ahead recorded (by pass)"].split(" / ")
+    assert sum(int(part.split()[-1]) for part in recorded) > 0
 
 
 def table(stdout: str) -> dict[str, str]:

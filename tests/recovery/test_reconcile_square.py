@@ -121,9 +121,6 @@ async def test_stale_booking_is_updated_and_staff_columns_kept(
     database_url: str,
 ) -> None:
     fake, _ = fake_square
-    # The sweep alone: Square's event log would bring the change itself
-    # (test_square_event_recovery.py).
-    square_settings = square_settings.model_copy(update={"square_search_events": False})
     _, bookings = seed(fake, bookings=2)
     await reconcile(square_settings, "square")
     await apply_as_jobs_consumer(database_url, outbox_rows(db))
@@ -134,7 +131,9 @@ async def test_stale_booking_is_updated_and_staff_columns_kept(
         "WHERE booking_id = %s",
         (target,),
     )
-    # Square changed the booking; the webhook for it never arrived.
+    # Square changed the booking; the webhook for it never arrived, and event search was off
+    # then: only the sweep can find it.
+    fake.search_enabled = False
     fake.update_booking(target, status="CANCELLED_BY_CUSTOMER")
 
     summary = (await reconcile(square_settings, "square")).as_json()

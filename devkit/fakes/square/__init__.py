@@ -19,6 +19,11 @@ a Square event, in the webhook envelope (devkit/square_envelope.py), to `events`
 28-day horizon of SearchEvents. As on Square, event search starts disabled (`search_enabled`):
 events made while it is off are never searchable.
 
+Events made elsewhere (`sluice simulate square`, the chaos run) are taken as Square's truth
+through `record_event`, served to development tools as `POST /_fake/events` (no token, no
+injected faults): the object becomes the booking or customer as it now is, and the event joins
+the log with its own `event_id` and `created_at`, through the same append as the changes above.
+
 For tests it records every request and can answer 429 or 5xx on demand (`fail_next`), through
 the fault injection it shares with the fake Airtable (devkit/fakes/faults.py).
 """

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from devkit.fakes.faults import FaultInjected, Faults, RecordedRequest
 from devkit.fakes.square.customer_search import search_customers
 from devkit.fakes.square.event_search import LoggedEvent, search_events
+from devkit.fakes.square.posted_event import parse_posted_event
 from devkit.fakes.square.wire import (
     MAX_PAGE_SIZE,
     SquareBadRequest,
@@ -203,6 +204,23 @@ class FakeSquare(FaultInjected):
                 return copy.deepcopy(logged.body)
         raise LookupError(f"no event about {object_id!r}" if object_id else "no events yet")
 
+    def record_event(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Take a Square event made elsewhere (a webhook envelope, as devkit.simulate builds it)
+        as having happened here: its object becomes the booking or customer as it now is (a
+        `customer.deleted` removes it), and the event joins the log as it is, with its own
+        `event_id` and `created_at`. Raises SquareBadRequest for a body that is not an event."""
+        posted = parse_posted_event(body)
+        obj = copy.deepcopy(posted.obj)
+        if posted.entity == "booking":
+            self.bookings[obj["id"]] = obj
+            self._sorted = None
+        elif posted.deleted:
+            self.customers.pop(obj["id"], None)
+        else:
+            self.customers[obj["id"]] = obj
+        self._append(copy.deepcopy(posted.body), posted.at)
+        return obj
+
     def _record(self, event_type: str, obj: dict[str, Any], moment: datetime) -> None:
         body = square_envelope(
             event_type,
@@ -211,6 +229,10 @@ class FakeSquare(FaultInjected):
             location_id=obj.get("location_id") if event_type.startswith("booking.") else None,
             created_at=moment,
         )
+        self._append(body, moment)
+
+    def _append(self, body: dict[str, Any], moment: datetime) -> None:
+        """The one way into the log: searchable only if search is enabled as it is made."""
         self._log.append(LoggedEvent(body, moment, searchable=self.search_enabled))
 
     def requests_to(self, path_prefix: str) -> list[RecordedRequest]:
@@ -231,6 +253,8 @@ class FakeSquare(FaultInjected):
             Route("/v2/events/enable", self._enable_events, methods=["PUT"]),
             Route("/v2/events/disable", self._disable_events, methods=["PUT"]),
             Route("/v2/events/types", self._list_event_types, methods=["GET"]),
+            # Development only, like the fake Airtable's `/_fake/`: no token, no faults.
+            Route("/_fake/events", self._post_event, methods=["POST"]),
         ]
 
     def _gate(self, request: Request) -> JSONResponse | None:
@@ -392,6 +416,13 @@ class FakeSquare(FaultInjected):
         except SquareBadRequest as bad:
             return self._answer(request, bad.response())
         return self._answer(request, JSONResponse(answer))
+
+    async def _post_event(self, request: Request) -> JSONResponse:
+        try:
+            obj = self.record_event(json_object(await request.body()))
+        except SquareBadRequest as bad:
+            return bad.response()
+        return JSONResponse({"recorded": True, "object": obj, "searchable": self.search_enabled})
 
     async def _enable_events(self, request: Request) -> JSONResponse:
         return self._switch_search(request, enabled=True)
