@@ -298,7 +298,8 @@ def test_admin_query_parameters_refuse_hostile_values(
     _, admin_url = ingest_and_admin
     raw = json.loads((CONTRACTS / "openapi.json").read_text())
     documented = {p["name"] for _, _, p in query_parameters(raw)}
-    assert documented == {"from", "to", "lookback_minutes", "full", "entity", "limit"}
+    expected = {"from", "to", "ahead", "since", "lookback_minutes", "full", "entity", "limit"}
+    assert documented == expected
 
     @settings(max_examples=QUERY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(case=query_cases(raw))
