@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.responses import ApiError, etag_response, path_id
+from api.responses import ApiError, etag_response, path_id, row_etag
 from api.transitions import allowed_from, is_allowed
-from api.writes import state_change
+from api.writes import check_precondition, state_change
 from schemas.app_api import AppChange, BulkStatus, JobPatch
 from schemas.projections import JOBS
 from sluice.db import transaction
@@ -80,7 +80,8 @@ async def get_job(request: Request) -> Response:
         row = (await conn.execute(_ONE, {"id": path_id(request, "job")})).first()
     if row is None:
         return ApiError(404, "not_found", "no such job").response()
-    return etag_response(request, _row(row))
+    job = _row(row)
+    return etag_response(request, job, row_etag(job))
 
 
 def _refused(booking_id: str, current: str, wanted: str) -> dict[str, Any]:
@@ -88,11 +89,12 @@ def _refused(booking_id: str, current: str, wanted: str) -> dict[str, Any]:
 
 
 async def _patch(
-    conn: AsyncConnection, body: JobPatch, key: str, booking_id: str
+    conn: AsyncConnection, body: JobPatch, key: str, booking_id: str, if_match: str | None
 ) -> tuple[int, Any]:
     row = (await conn.execute(_LOCK, {"id": booking_id})).first()
     if row is None:
         raise ApiError(404, "not_found", "no such job")
+    check_precondition(if_match, _row(row))
     fields = body.model_fields_set - {"actor"}
     if not fields:
         raise ApiError(422, "nothing_to_change", "send at least one field besides actor")
@@ -139,11 +141,16 @@ async def _patch(
 async def patch_job(request: Request) -> Response:
     booking_id = path_id(request, "job")
     return await state_change(
-        request, JobPatch, JOBS, lambda conn, body, key: _patch(conn, body, key, booking_id)
+        request,
+        JobPatch,
+        JOBS,
+        lambda conn, body, key, if_match: _patch(conn, body, key, booking_id, if_match),
     )
 
 
-async def _bulk(conn: AsyncConnection, body: BulkStatus, key: str) -> tuple[int, Any]:
+async def _bulk(
+    conn: AsyncConnection, body: BulkStatus, key: str, _if_match: str | None
+) -> tuple[int, Any]:
     rows = list(await conn.execute(_LOCK_MANY, {"ids": body.ids}))
     found = {r.booking_id: r for r in rows}
     missing = sorted(set(body.ids) - set(found))
@@ -177,4 +184,5 @@ async def _bulk(conn: AsyncConnection, body: BulkStatus, key: str) -> tuple[int,
 
 
 async def bulk_status(request: Request) -> Response:
-    return await state_change(request, BulkStatus, JOBS, _bulk)
+    # Many rows, no one version: If-Match does not apply (PATCH a job's work_status for that).
+    return await state_change(request, BulkStatus, JOBS, _bulk, one_row=False)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.responses import ApiError, etag_response, path_id
-from api.writes import state_change
+from api.responses import ApiError, etag_response, path_id, row_etag
+from api.writes import check_precondition, state_change
 from consumers.lead_sync import stamp_app_change, sync_status
 from schemas.app_api import MAX_ACTOR_LENGTH, AppChange, Claim, LeadPatch, Unclaim
 from schemas.leads import LEADS
@@ -91,13 +91,14 @@ async def get_lead(request: Request) -> Response:
                 dict(c._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
                 for c in await conn.execute(statement, {"id": record_id})
             ]
-    return etag_response(request, lead)
+    return etag_response(request, lead, row_etag(lead))
 
 
-async def _locked(conn: AsyncConnection, record_id: str) -> Any:  # noqa: ANN401 - a row
+async def _locked(conn: AsyncConnection, record_id: str, if_match: str | None) -> Any:  # noqa: ANN401 - a row
     row = (await conn.execute(_LOCK, {"id": record_id})).first()
     if row is None:
         raise ApiError(404, "not_found", "no such lead")
+    check_precondition(if_match, _lead(row, None))
     if row.deleted_at is not None:
         raise ApiError(409, "deleted", "the lead was deleted in Airtable")
     return row
@@ -132,8 +133,10 @@ async def _unchanged(conn: AsyncConnection, row: Any) -> tuple[int, Any]:  # noq
     return 200, lead
 
 
-async def _claim(conn: AsyncConnection, body: Claim, key: str, record_id: str) -> tuple[int, Any]:
-    row = await _locked(conn, record_id)
+async def _claim(
+    conn: AsyncConnection, body: Claim, key: str, record_id: str, if_match: str | None
+) -> tuple[int, Any]:
+    row = await _locked(conn, record_id, if_match)
     if row.claimed_by == body.actor:
         return await _unchanged(conn, row)
     if row.claimed_by is not None:
@@ -145,9 +148,9 @@ async def _claim(conn: AsyncConnection, body: Claim, key: str, record_id: str) -
 
 
 async def _unclaim(
-    conn: AsyncConnection, body: Unclaim, key: str, record_id: str
+    conn: AsyncConnection, body: Unclaim, key: str, record_id: str, if_match: str | None
 ) -> tuple[int, Any]:
-    row = await _locked(conn, record_id)
+    row = await _locked(conn, record_id, if_match)
     if row.claimed_by is None:
         return await _unchanged(conn, row)
     if row.claimed_by != body.actor and not body.force:
@@ -162,9 +165,9 @@ async def _unclaim(
 
 
 async def _patch(
-    conn: AsyncConnection, body: LeadPatch, key: str, record_id: str
+    conn: AsyncConnection, body: LeadPatch, key: str, record_id: str, if_match: str | None
 ) -> tuple[int, Any]:
-    row = await _locked(conn, record_id)
+    row = await _locked(conn, record_id, if_match)
     if "notes" not in body.model_fields_set:
         raise ApiError(422, "nothing_to_change", "send notes")
     return await _write(conn, row, {"notes": body.notes}, body.actor, key)
@@ -173,19 +176,28 @@ async def _patch(
 async def claim_lead(request: Request) -> Response:
     record_id = path_id(request, "lead")
     return await state_change(
-        request, Claim, LEADS, lambda conn, body, key: _claim(conn, body, key, record_id)
+        request,
+        Claim,
+        LEADS,
+        lambda conn, body, key, if_match: _claim(conn, body, key, record_id, if_match),
     )
 
 
 async def unclaim_lead(request: Request) -> Response:
     record_id = path_id(request, "lead")
     return await state_change(
-        request, Unclaim, LEADS, lambda conn, body, key: _unclaim(conn, body, key, record_id)
+        request,
+        Unclaim,
+        LEADS,
+        lambda conn, body, key, if_match: _unclaim(conn, body, key, record_id, if_match),
     )
 
 
 async def patch_lead(request: Request) -> Response:
     record_id = path_id(request, "lead")
     return await state_change(
-        request, LeadPatch, LEADS, lambda conn, body, key: _patch(conn, body, key, record_id)
+        request,
+        LeadPatch,
+        LEADS,
+        lambda conn, body, key, if_match: _patch(conn, body, key, record_id, if_match),
     )

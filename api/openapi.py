@@ -52,6 +52,19 @@ _IF_NONE_MATCH = {
     "required": False,
     "schema": {"type": "string"},
 }
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": (
+        "the row's ETag from a read or a change (`*`: any version); a row changed since answers "
+        "412 and nothing changes. Required (428 without) when SLUICE_API_REQUIRE_IF_MATCH is set"
+    ),
+    "schema": {"type": "string"},
+}
+_ETAG = {
+    "ETag": {"description": "the row's strong ETag", "schema": {"type": "string"}},
+}
 _OBJECT = {"type": "object", "additionalProperties": True}
 
 
@@ -112,7 +125,7 @@ _RESUME = [
 
 def _read(summary: str, params: list[dict[str, Any]], *, not_found: bool) -> dict[str, Any]:
     responses = {
-        "200": {**_json("the current state; ETag header set", _OBJECT)},
+        "200": {**_json("the current state; ETag header set", _OBJECT), "headers": _ETAG},
         "304": {"description": "unchanged since the ETag sent in If-None-Match"},
         "400": _BAD_QUERY,
         **_PROBLEMS,
@@ -122,18 +135,35 @@ def _read(summary: str, params: list[dict[str, Any]], *, not_found: bool) -> dic
     return {"summary": summary, "parameters": [*params, _IF_NONE_MATCH], "responses": responses}
 
 
-def _write(summary: str, body: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+def _write(
+    summary: str, body: str, params: list[dict[str, Any]], *, one_row: bool = True
+) -> dict[str, Any]:
+    """A change; `one_row`: of one row, which takes If-Match and answers its ETag."""
+    preconditions: dict[str, Any] = {
+        "412": {
+            **_json(
+                "the row changed since the If-Match ETag (precondition_failed): nothing changed; "
+                "`current` holds the row, `etag` and the ETag header its tag"
+            ),
+            "headers": _ETAG,
+        },
+        "428": _json("If-Match is required here and was not sent (if_match_required)"),
+    }
     return {
         "summary": summary,
-        "parameters": [*params, _KEY],
+        "parameters": [*params, _KEY, *([_IF_MATCH] if one_row else [])],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model=body)}}},
         },
         "responses": {
-            "200": _json(
-                "the record(s) after the change (or the first response, replayed)", _OBJECT
-            ),
+            "200": {
+                **_json(
+                    "the record(s) after the change (or the first response, replayed)", _OBJECT
+                ),
+                **({"headers": _ETAG} if one_row else {}),
+            },
+            **(preconditions if one_row else {}),
             "400": _json(
                 f"no X-Idempotency-Key (idempotency_key_required), one over {MAX_KEY_LENGTH} "
                 "characters (idempotency_key_too_long) or given twice (bad_header), or the body "
@@ -190,7 +220,12 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/api/jobs/status": {
-                "post": _write("One work status for many jobs, all or nothing", "BulkStatus", [])
+                "post": _write(
+                    "One work status for many jobs, all or nothing",
+                    "BulkStatus",
+                    [],
+                    one_row=False,
+                )
             },
             "/api/jobs/{id}": {
                 "get": _read("One job", [_ID], not_found=True),

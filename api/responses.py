@@ -59,10 +59,28 @@ def _matches(if_none_match: str, tag: str) -> bool:
     return tag in candidates
 
 
-def etag_response(request: Request, body: Any) -> Response:  # noqa: ANN401 - any JSON document
-    """200 with a strong ETag of the body, or 304 when the client already has this body."""
+# What an answer adds to a row (a lead's write-back state, conflicts, skipped cells): not the row.
+_NOT_THE_ROW = frozenset({"sync", "conflicts", "skipped_cells"})
+
+
+def row_etag(row: Mapping[str, Any]) -> str:
+    """The strong ETag of one row: a digest of its columns' values, whatever the key order, so
+    a read, a write's answer and that answer replayed from its idempotency key all agree, and
+    any change to the row (by staff or by the source) makes a new one."""
+    columns = {k: v for k, v in row.items() if k not in _NOT_THE_ROW}
+    canonical = json.dumps(jsonable(columns), sort_keys=True, separators=(",", ":"))
+    return f'"{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"'
+
+
+def etag_response(
+    request: Request,
+    body: Any,  # noqa: ANN401 - any JSON document
+    tag: str | None = None,
+) -> Response:
+    """200 with a strong ETag (the given one, or one of the body), or 304 when the client
+    already has it."""
     content = render(body)
-    tag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+    tag = tag or f'"{hashlib.sha256(content).hexdigest()[:32]}"'
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match", ""), tag):
         return Response(status_code=304, headers=headers)

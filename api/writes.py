@@ -4,6 +4,12 @@ In order: the idempotency key is present; the body is JSON within the reader's b
 (sluice/jsontext.py: depth, number length, no NUL); it names no column the source owns (422
 naming them, derived from the projection's ownership); it validates; then the change runs once,
 in one transaction with its outbox row (api/idempotency.py).
+
+A change to one row takes `If-Match` with the row's ETag (api/responses.row_etag): the change
+checks it against the row it has locked, and a row that changed since answers 412 with the
+current row and changes nothing. With SLUICE_API_REQUIRE_IF_MATCH a change without it is
+refused (428). The answer of a single-row change carries the row's new ETag; If-Match is part
+of what the idempotency key remembers, so a replay answers byte for byte the same.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.idempotency import MAX_KEY_LENGTH, request_hash, run_once
 from api.ownership_check import source_owned
-from api.responses import ApiError, json_response, single_header
+from api.responses import ApiError, json_response, row_etag, single_header
 from sluice.body import BodyTooLargeError, read_limited
 from sluice.jsontext import (
     MAX_DEPTH,
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+IF_MATCH_HEADER = "If-Match"
 
 # How each refusal of the JSON reader is answered: status, error code, detail.
 _REFUSED: dict[JsonRefusal, tuple[int, str, str]] = {
@@ -117,22 +124,64 @@ async def _prepare(
     return key, body, parsed
 
 
+def precondition(request: Request) -> str | None:
+    """The `If-Match` of a single-row change, or None; 428 where the setting requires one."""
+    tag = single_header(request, IF_MATCH_HEADER)
+    if tag is None and request.app.state.settings.api_require_if_match:
+        raise ApiError(
+            428,
+            "if_match_required",
+            f"send {IF_MATCH_HEADER} with the row's ETag (from a GET) with every change",
+        )
+    return tag
+
+
+def check_precondition(if_match: str | None, current: dict[str, Any]) -> None:
+    """412 with the current row when `If-Match` names another version of it (`*` matches any)."""
+    if if_match is None:
+        return
+    tag = row_etag(current)
+    offered = [t.strip() for t in if_match.split(",")]
+    # Strong comparison (RFC 9110 13.1.1): a weak tag never matches.
+    if "*" in offered or tag in offered:
+        return
+    raise ApiError(
+        412,
+        "precondition_failed",
+        "the row changed since that ETag: read it again (the current row is in `current`)",
+        etag=tag,
+        current=current,
+    )
+
+
 async def state_change(
     request: Request,
     model: type[M],
     ownership: Ownership,
-    change: Callable[[AsyncConnection, M, str], Awaitable[tuple[int, Any]]],
+    change: Callable[[AsyncConnection, M, str, str | None], Awaitable[tuple[int, Any]]],
+    *,
+    one_row: bool = True,
 ) -> Response:
+    """Run `change(conn, body, key, if_match)` once per idempotency key; the change checks
+    `if_match` against the row it locks (check_precondition). `one_row`: the answer is one row,
+    which gets an ETag header (a 412, the current row's); otherwise If-Match does not apply."""
     try:
+        if_match = precondition(request) if one_row else None
         key, body, parsed = await _prepare(request, model, ownership)
+        path = request.url.path if if_match is None else f"{request.url.path}\n{if_match}"
         outcome = await run_once(
             request.app.state.engine,
             key,
-            request_hash(request.method, request.url.path, body),
+            request_hash(request.method, path, body),
             request.app.state.settings.idempotency_ttl_seconds,
-            lambda conn: change(conn, parsed, key),
+            lambda conn: change(conn, parsed, key, if_match),
         )
     except ApiError as exc:
         return exc.response()
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    if one_row and isinstance(outcome.body, dict):
+        if outcome.status == 200:
+            headers["ETag"] = row_etag(outcome.body)
+        elif outcome.status == 412 and isinstance(outcome.body.get("etag"), str):
+            headers["ETag"] = outcome.body["etag"]
     return json_response(outcome.body, outcome.status, headers)

@@ -315,6 +315,11 @@ class Settings(BaseSettings):
 
     # The App API and Airtable write-back (api/, consumers/airtable_writeback.py).
     api_token: SecretStr | None = Field(default=None, validation_alias="SLUICE_API_TOKEN")
+    # Whether every single-row change must say which version it changes (If-Match): without
+    # it, two staff members editing one row can overwrite each other's edit.
+    api_require_if_match: bool = Field(
+        default=False, validation_alias="SLUICE_API_REQUIRE_IF_MATCH"
+    )
     idempotency_ttl_seconds: int = Field(
         default=86_400,
         ge=60,

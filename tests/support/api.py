@@ -24,9 +24,10 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @contextlib.asynccontextmanager
-async def api_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The App API on a real server, and a client that sends the bearer token."""
-    settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=API_TOKEN)
+async def api_client(database_url: str, **more: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The App API on a real server (with `more` settings), and a client that sends the bearer
+    token."""
+    settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=API_TOKEN, **more)
     async with (
         running_server(create_api_app(settings)) as url,
         httpx.AsyncClient(base_url=url, headers=AUTH, timeout=20) as client,
