@@ -39,7 +39,7 @@ def test_every_component_is_there(services: dict[str, Any]) -> None:
     commands = [tuple(s["command"][:2]) for s in sluice_services(services).values()]
     for name in CONSUMERS:
         assert ("consume", name) in commands
-    for first in ("migrate", "relay", "serve", "admin"):
+    for first in ("migrate", "relay", "serve", "admin", "api"):
         assert any(c[0] == first for c in commands), first
     assert ("topics", "ensure") in commands
     assert services["kafka"]["image"].startswith("apache/kafka:")
@@ -62,3 +62,15 @@ def test_containers_are_locked_down(services: dict[str, Any]) -> None:
     for name, service in sluice_services(services).items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
+
+
+def test_every_published_port_is_where_its_service_listens(services: dict[str, Any]) -> None:
+    published = {name: s for name, s in sluice_services(services).items() if "ports" in s}
+    assert {"ingest", "admin", "api"} <= set(published)
+    for name, service in published.items():
+        command = service["command"]
+        listens = command[command.index("--port") + 1]
+        assert [mapping.rsplit(":", 1)[-1] for mapping in service["ports"]] == [listens], name
+        check = service.get("healthcheck", {}).get("test")
+        if check is not None:
+            assert f"127.0.0.1:{listens}/" in " ".join(check), name

@@ -148,8 +148,6 @@ def test_jobs_and_cronjobs(rendered: list[Obj]) -> None:
         "refresh",
         "--all",
     ]
-    migrate = by_name(rendered, "Job", "sluice-migrate")["spec"]["template"]["spec"]
-    assert migrate["initContainers"][0]["args"] == ["migrate"]
 
 
 def test_every_container_runs_a_real_sluice_command_locked_down(rendered: list[Obj]) -> None:
@@ -190,3 +188,118 @@ def test_the_check_refuses_what_sluice_refuses() -> None:
     for wrong in (["reconcile"], ["reconcile", "hubspot"], ["relay", "--fast"], ["consume", "x"]):
         with pytest.raises(CommandRefusedError):
             check_sluice_command(wrong)
+
+
+def test_the_api_is_highly_available_and_probed_on_its_health_endpoint() -> None:
+    objects = render(BASE)
+    deployment = by_name(objects, "Deployment", "sluice-api")
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "api"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    pdb = by_name(objects, "PodDisruptionBudget", "sluice-api")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
+    service = by_name(objects, "Service", "sluice-api")
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["type"] == "ClusterIP"
+
+
+def listening_port(container: Obj) -> int:
+    """The port the container's `sluice` command listens on, from its `--port` argument."""
+    args = container["args"]
+    return int(args[args.index("--port") + 1])
+
+
+def test_every_service_reaches_the_port_its_component_listens_on(rendered: list[Obj]) -> None:
+    deployments = [o for o in rendered if o["kind"] == "Deployment"]
+    services = [o for o in rendered if o["kind"] == "Service"]
+    assert {s["metadata"]["name"] for s in services} == {
+        "sluice-ingest",
+        "sluice-admin",
+        "sluice-api",
+    }
+    for service in services:
+        name = service["metadata"]["name"]
+        selected = [
+            d
+            for d in deployments
+            if service["spec"]["selector"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, name
+        container = selected[0]["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for port in service["spec"]["ports"]:
+            assert ports[port["targetPort"]] == listening_port(container), name
+
+
+def admitted(policy: Obj, port: int) -> list[Obj]:
+    """The peers (`from` entries) of the policy's rules that open `port`."""
+    return [
+        peer
+        for rule in policy["spec"]["ingress"]
+        if any(p["port"] == port for p in rule["ports"])
+        for peer in rule.get("from", [{}])
+    ]
+
+
+def test_the_api_admits_only_labelled_clients_and_admin_only_the_namespace(
+    rendered: list[Obj],
+) -> None:
+    api = by_name(rendered, "NetworkPolicy", "sluice-api")
+    assert api["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "sluice-api"}}
+    assert admitted(api, 8002) == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"sluice/api-client": "true"}}}
+    ]
+    admin = by_name(rendered, "NetworkPolicy", "sluice-admin")
+    assert {"podSelector": {}} in admitted(admin, 8001)
+    # The label the README tells the staff app and the portal to carry.
+    readme = (ROOT / "README.md").read_text()
+    assert '`sluice/api-client: "true"`' in readme
+    assert "kubectl port-forward svc/sluice-admin 8001" in readme
+
+
+def init_args(spec: Obj) -> list[list[str]]:
+    return [container["args"] for container in spec.get("initContainers", [])]
+
+
+def test_every_pod_migrates_first_and_kafka_users_ensure_their_topics(
+    rendered: list[Obj],
+) -> None:
+    specs = dict(pod_specs(rendered))
+    assert len(specs) >= 13
+    kafka_users = {"sluice-relay", *(f"sluice-consume-{name}" for name in CONSUMERS)}
+    for name, spec in specs.items():
+        expected = [["migrate"], ["topics", "ensure"]] if name in kafka_users else [["migrate"]]
+        assert init_args(spec) == expected, name
+        volumes = {volume["name"] for volume in spec["volumes"]}
+        for container in spec["initContainers"]:
+            assert {m["name"] for m in container["volumeMounts"]} <= volumes, name
+            assert container["envFrom"] == spec["containers"][0]["envFrom"], name
+
+
+def test_an_upgrade_is_one_apply(tmp_path: Path) -> None:
+    # No Job: a Job's pod template is immutable, so applying a new release over one fails.
+    first = render(OVERLAY)
+    assert not [o for o in first if o["kind"] == "Job"]
+    # The next release changes the image and nothing else: every object is updated in place.
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(OVERLAY)],
+                "images": [{"name": "registry.example.com/sluice", "newTag": "0.2.0"}],
+            }
+        )
+    )
+    second = render(tmp_path)
+    assert len(second) == len(first)
+    for old, new in zip(first, second, strict=True):
+        assert yaml.safe_dump(old).replace(":0.1.0", ":0.2.0") == yaml.safe_dump(new)
+    assert any(":0.2.0" in yaml.safe_dump(o) for o in second)

@@ -6,13 +6,15 @@ Supported: `resources` (files and directories), `namespace`, `labels` (metadata 
 `includeSelectors`/`includeTemplates` are refused), `images` (`newName`, `newTag`, `digest`),
 and `patches`: a strategic-merge patch from `path` (matched by kind and name; lists of objects
 with a `name` merge by name, other lists are replaced, `null` deletes), or a JSON 6902 patch
-(`patch` + `target`, ops add/replace/remove). Anything else in a kustomization is an error, so
-the manifests cannot drift into features this renderer would silently get wrong.
+(`patch` or `path` + `target`, ops add/replace/remove; the target's `name` is a regular
+expression matching the whole name, as in kustomize). Anything else in a kustomization is an
+error, so the manifests cannot drift into features this renderer would silently get wrong.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -108,9 +110,13 @@ def _apply_patch(directory: Path, objects: list[Obj], patch: Obj) -> None:
 
 def _matches(obj: Obj, target: Obj) -> bool:
     group, _, version = obj["apiVersion"].rpartition("/")
-    wanted = {"group": group, "version": version, "kind": obj["kind"]}
-    wanted["name"] = obj["metadata"]["name"]
-    return all(wanted.get(key) == value for key, value in target.items())
+    actual = {"group": group, "version": version, "kind": obj["kind"]}
+    unknown = set(target) - {*actual, "name"}
+    if unknown:
+        raise UnsupportedError(f"patch target fields {sorted(unknown)}")
+    if "name" in target and re.fullmatch(target["name"], obj["metadata"]["name"]) is None:
+        return False
+    return all(actual[key] == value for key, value in target.items() if key != "name")
 
 
 def _merge(base: Any, patch: Any) -> Any:
