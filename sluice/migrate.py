@@ -20,3 +20,10 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def head_revisions() -> set[str]:
+    """The newest revision(s) the migrations shipped with this code reach."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    return set(ScriptDirectory.from_config(alembic_config("postgresql://")).get_heads())
