@@ -11,10 +11,12 @@ import typer
 from commands.airtable import airtable_app, simulate_airtable
 from commands.context import begin_invocation, warn_at_start
 from commands.context import settings as load_settings
+from commands.doctor import doctor
+from commands.errors import SluiceGroup
 from commands.recovery import register as register_recovery
 from commands.square import simulate_square, square_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=SluiceGroup)
 
 
 @app.callback()
@@ -33,6 +35,7 @@ simulate_app.command("square")(simulate_square)
 app.add_typer(square_app, name="square")
 app.add_typer(topics_app, name="topics")
 register_recovery(app)
+app.command("doctor", epilog="Example: sluice doctor --timeout 5")(doctor)
 
 DEFAULT_STATE_DIR = Path(".sluice")
 
@@ -185,7 +188,8 @@ def dev(
     """Run the whole pipeline locally, on embedded PostgreSQL and Kafka unless configured."""
     from devkit.dev import DevOptions, run_dev  # noqa: PLC0415
 
-    settings = load_settings()
+    # Not the settings of a `sluice dev` already running here: this one starts its own.
+    settings = load_settings(beside_dev=False)
     code = run_dev(settings, DevOptions(state_dir, port, postgres_port, kafka_port))
     raise typer.Exit(code)
 

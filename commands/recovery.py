@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -19,6 +18,7 @@ from commands.context import warn_at_start
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
+    from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,16 +51,15 @@ def _run(coroutine: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coroutine)
 
 
-def parse_when(value: str, *, end: bool = False) -> datetime:
-    """`2025-01-31` (a whole day: its start, or with `end` the next day's start) or ISO 8601."""
+def parse_when(value: str, *, end: bool = False, name: str = "time") -> datetime:
+    """`2025-01-31` (a whole UTC day: its start, or with `end` the next day's start) or an ISO
+    8601 date-time with a zone: the forms, and meanings, of the admin trigger's from/to/since."""
+    from sluice.query import ParameterError, instant  # noqa: PLC0415
+
     try:
-        if len(value) == 10:
-            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
-            return day + timedelta(days=1) if end else day
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date or an ISO 8601 time") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        return instant(name, value, dates=True, end=end)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _reconcile(source: str, **options: Any) -> None:  # noqa: ANN401
@@ -127,12 +126,14 @@ def reconcile_square(
         raise typer.BadParameter("give --ahead or --from/--to, not both")
     ahead_days = load_settings().square_reconcile_ahead_days if ahead else 1
     default_start, default_end = default_square_window(ahead_days=ahead_days)
-    low = parse_when(start) if start else default_start
-    high = parse_when(end, end=True) if end else default_end
+    low = parse_when(start, name="--from") if start else default_start
+    high = parse_when(end, end=True, name="--to") if end else default_end
     if low >= high:
         raise typer.BadParameter("--from must be before --to")
     _reconcile(
-        "square", square_window=(low, high), square_since=parse_when(since) if since else None
+        "square",
+        square_window=(low, high),
+        square_since=parse_when(since, name="--since") if since else None,
     )
 
 

@@ -21,6 +21,7 @@ import structlog
 
 from devkit.dev_airtable import start_dev_airtable
 from devkit.dev_square import start_dev_square
+from devkit.dev_state import remove_dev_env, write_dev_env
 from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent
 from outbox.topics import ensure_topics, pipeline_topics
 from sluice.migrate import upgrade
@@ -91,6 +92,7 @@ class _Running:
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # what the components were started with
 
 
 def run_dev(settings: Settings, options: DevOptions) -> int:
@@ -106,11 +108,15 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
         _wait_ready(options.port, stopping)
         _wait_consumers(servers.kafka, _consumer_groups(settings, options.port), stopping)
         (state_dir / DEV_INFO_FILE).write_text(json.dumps(info, indent=2))
-        _print_banner(info, [name for name, _ in running.processes], state_dir / DEV_INFO_FILE)
+        env_file = write_dev_env(state_dir, running.env)
+        _print_doctor(running.env)
+        names = [name for name, _ in running.processes]
+        _print_banner(info, names, state_dir / DEV_INFO_FILE, env_file)
         return _supervise(running, stopping)
     finally:
         _stop(running)
         (state_dir / DEV_INFO_FILE).unlink(missing_ok=True)
+        remove_dev_env(state_dir)
         print("sluice dev: stopped", file=sys.stderr)  # noqa: T201
 
 
@@ -177,6 +183,7 @@ def _start_components(
         env["SLUICE_ADMIN_TOKEN"] = _dev_secret(state_dir, "dev-admin-token")
     # Plain HTTP on localhost: the console's cookie cannot be HTTPS-only here.
     env.setdefault("SLUICE_CONSOLE_SECURE_COOKIE", "false")
+    running.env = env
     for name, args in dev_components(options.port):
         process = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "sluice", *args],
@@ -291,20 +298,33 @@ def _wait_consumers(
         log.warning("dev.consumers_not_joined", groups=groups, waited_s=timeout)
 
 
-def _print_banner(info: dict[str, Any], names: list[str], info_file: Path) -> None:
+def _print_doctor(env: dict[str, str]) -> None:
+    """`sluice doctor` against what the components run with, its verdicts before the banner."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sluice", "doctor", "--timeout", "10"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        print("sluice doctor did not finish within 60 s", flush=True)  # noqa: T201
+        return
+    verdict = "all checks passed" if done.returncode == 0 else "SOME CHECKS FAILED"
+    print(f"\nsluice doctor: {verdict}\n{done.stdout.rstrip()}", flush=True)  # noqa: T201
+    if done.stderr.strip():
+        print(done.stderr.rstrip(), file=sys.stderr, flush=True)  # noqa: T201
+
+
+def _print_banner(info: dict[str, Any], names: list[str], info_file: Path, env_file: Path) -> None:
     shown_db = str(info["database_url"]).rsplit("@", maxsplit=1)[-1]
     square_api = (
         f"{info['square_fake_api_url']}   (fake; token {info['square_fake_token']}, "
         "event search enabled)"
         if info.get("square_fake_api_url")
         else "as configured (SQUARE_API_URL)"
-    )
-    # What `sluice reconcile square` needs from this dev, to be run from another shell.
-    reconcile = (
-        f"DATABASE_URL={info['database_url']} SQUARE_API_URL={info['square_fake_api_url']} "
-        f"SQUARE_ACCESS_TOKEN={info['square_fake_token']} sluice reconcile square"
-        if info.get("square_fake_api_url")
-        else "sluice reconcile square"
     )
     print(  # noqa: T201
         f"""
@@ -318,11 +338,13 @@ sluice dev is running ({", ".join(names)})
   App API                   {info["api_url"]}   (Authorization: Bearer {info["api_token"]})
   PostgreSQL                {shown_db}
   Kafka bootstrap servers   {info["kafka_bootstrap_servers"]}
-  (all of this is also in {info_file})
+  (all of this is also in {info_file}; every other `sluice` command run in this
+   directory reads this dev's settings from {env_file}: no exports needed)
+  Check it all: sluice doctor
 
 Try:  sluice simulate square booking.created   (then watch it arrive in the console)
       sluice simulate square booking.created --lost   (Square never delivers it; then
-        {reconcile}
+        sluice reconcile square
         finds it through Square's Events API)
       sluice simulate airtable create
 Stop: Ctrl-C

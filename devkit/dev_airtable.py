@@ -73,13 +73,16 @@ def start_dev_airtable(settings: Settings, database_url: str, ingest_port: int) 
 
 
 async def _register(database_url: str, api_url: str, notification_url: str) -> tuple[str, str]:
-    from ingest.airtable_webhooks import create_webhook  # noqa: PLC0415
+    from ingest.airtable_webhooks import create_webhook, forget_unserved  # noqa: PLC0415
     from providers.airtable import AirtableClient, BaseRateLimiter  # noqa: PLC0415
     from sluice.db import create_engine  # noqa: PLC0415
 
     client = AirtableClient(FAKE_TOKEN, endpoint_url=api_url, limiter=BaseRateLimiter(5, 30))
     engine = create_engine(database_url, pool_size=1)
     try:
+        # The fake starts empty each run: the webhook registered by the last run is gone from
+        # it, and would fail every `reconcile airtable` and `webhooks refresh --all`.
+        await forget_unserved(engine, client, DEV_BASE_ID)
         created = await create_webhook(engine, client, DEV_BASE_ID, notification_url)
     finally:
         await engine.dispose()

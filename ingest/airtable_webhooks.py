@@ -226,3 +226,18 @@ async def delete_webhook(
             text("DELETE FROM airtable_webhooks WHERE webhook_id = :w"), {"w": webhook_id}
         )
     log.info("airtable.webhook_deleted", webhook_id=webhook_id, base_id=base)
+
+
+async def forget_unserved(engine: AsyncEngine, client: AirtableClient, base_id: str) -> list[str]:
+    """Forget the base's registered webhooks Airtable no longer serves (deleted or expired):
+    nothing can be fetched or refreshed for them. Returns their ids."""
+    served = {hook.id for hook in await asyncio.to_thread(client.webhooks, base_id)}
+    gone = [r.webhook_id for r in await registered(engine) if r.base_id == base_id]
+    gone = [webhook_id for webhook_id in gone if webhook_id not in served]
+    if gone:
+        async with transaction(engine) as conn:
+            await conn.execute(
+                text("DELETE FROM airtable_webhooks WHERE webhook_id = ANY(:ids)"), {"ids": gone}
+            )
+        log.info("airtable.webhooks_forgotten", webhook_ids=gone, base_id=base_id)
+    return gone

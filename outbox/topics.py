@@ -73,3 +73,18 @@ async def ensure_topics(
             outcome = "partitions_differ"
         results.append(EnsuredTopic(name, count, outcome))
     return results
+
+
+async def partition_counts(
+    bootstrap_servers: str, names: Iterable[str], *, timeout_ms: int = 5_000
+) -> dict[str, int]:
+    """The partition count of each of `names` that exists; a missing topic is left out."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [name for name in names if name in existing]
+        described = await admin.describe_topics(present) if present else []
+    finally:
+        await admin.close()
+    return {entry["topic"]: len(entry["partitions"]) for entry in described}

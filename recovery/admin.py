@@ -91,12 +91,15 @@ def create_admin_app(settings: Settings) -> BearerAuth:
         ahead = query.boolean("ahead")
         if ahead and (query.given("from") or query.given("to")):
             return problem(400, "give ahead or from/to, not both", "bad_request")
-        window = _window(query.instant("from", dates=False), query.instant("to", dates=False))
+        # As on the CLI: a date is a whole UTC day, `to` the last day of the window.
+        window = _window(
+            query.instant("from", dates=True), query.instant("to", dates=True, end=True)
+        )
         if ahead:
             window = default_square_window(ahead_days=settings.square_reconcile_ahead_days)
         if window is not None and window[0] >= window[1]:
             return problem(400, "from must be before to", "bad_request")
-        since = query.instant("since", dates=False)
+        since = query.instant("since", dates=True)
         options = AirtableOptions(lookback_minutes=lookback_minutes, full=full)
         try:
             summary = await reconcile(

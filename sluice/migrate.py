@@ -52,3 +52,10 @@ def upgrade(database_url: str, revision: str = "head") -> None:
             conn.commit()
     finally:
         engine.dispose()
+
+
+def head_revisions() -> set[str]:
+    """The newest revision(s) the migrations shipped with this code reach."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    return set(ScriptDirectory.from_config(alembic_config("postgresql://")).get_heads())

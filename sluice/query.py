@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -63,13 +63,16 @@ def whole_number(
     return int(value)
 
 
-def instant(name: str, value: str, *, dates: bool) -> datetime:
-    """An ISO 8601 date-time with a zone, in UTC; with `dates`, a date too (its midnight UTC)."""
+def instant(name: str, value: str, *, dates: bool, end: bool = False) -> datetime:
+    """An ISO 8601 date-time with a zone, in UTC; with `dates`, a date too: the whole UTC day,
+    so its midnight, or with `end` (the last day of a range) the next day's. The CLI and the
+    HTTP endpoints read their times here, so one form means one instant everywhere."""
     if len(value) > MAX_INSTANT_LENGTH:
         raise ParameterError(name, f"must be at most {MAX_INSTANT_LENGTH} characters")
     try:
         if dates and len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            day = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            return day + timedelta(days=1) if end and day.date() < date.max else day
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         what = "date or date-time" if dates else "date-time"
@@ -116,7 +119,7 @@ class Query:
             raise ParameterError(name, "must be true or false")
         return parsed
 
-    def instant(self, name: str, *, dates: bool) -> datetime | None:
+    def instant(self, name: str, *, dates: bool, end: bool = False) -> datetime | None:
         """An empty value is no value: `?from=&to=` is the whole range."""
         value = self.value(name)
-        return instant(name, value, dates=dates) if value else None
+        return instant(name, value, dates=dates, end=end) if value else None

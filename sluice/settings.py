@@ -16,9 +16,32 @@ from schemas.square_environment import API_URLS, SquareEnvironment, environment_
 from sluice.logging import LogFormat, LogLevel
 
 AIRTABLE_API_URL = "https://api.airtable.com"
+_DEV_FIX = "set {} in the environment or in a .env file, or run this beside a running `sluice dev`"
 
 # Values people paste from examples; a secret equal to one of these is refused at start.
-_PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "placeholder", "xxx", "todo"})
+_PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "placeholder", "xxx", "todo"}
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """A value copied from an example rather than a real secret: `changeme`, `xxxx`, `<token>`."""
+    plain = value.strip().lower()
+    return (
+        plain in _PLACEHOLDER_SECRETS
+        or (len(plain) >= 3 and set(plain) == {"x"})
+        or (plain.startswith("<") and plain.endswith(">"))
+    )
+
+
+class SettingError(RuntimeError):
+    """A setting is missing or wrong: the operator has to set it; retrying cannot help."""
+
+    def __init__(self, setting: str, problem: str, fix: str | None = None) -> None:
+        self.setting = setting
+        self.problem = problem
+        self.fix = fix or f"set {setting} in the environment or in a .env file"
+        super().__init__(f"{setting} {problem}: {self.fix}")
 
 
 def normalise_database_url(url: str) -> str:
@@ -368,7 +391,7 @@ class Settings(BaseSettings):
     @classmethod
     def _refuse_placeholders(cls, keys: list[SecretStr]) -> list[SecretStr]:
         for key in keys:
-            if key.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            if is_placeholder(key.get_secret_value()):
                 raise ValueError("a placeholder value is not a signature key")
         return keys
 
@@ -380,13 +403,13 @@ class Settings(BaseSettings):
     @field_validator("square_access_token", "admin_token", "api_token")
     @classmethod
     def _refuse_placeholder_tokens(cls, token: SecretStr | None) -> SecretStr | None:
-        if token is not None and token.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+        if token is not None and is_placeholder(token.get_secret_value()):
             raise ValueError("a placeholder value is not a token")
         return token
 
     def require_square_access_token(self) -> str:
         if self.square_access_token is None:
-            raise RuntimeError("SQUARE_ACCESS_TOKEN is not set")
+            raise SettingError("SQUARE_ACCESS_TOKEN", "is not set")
         return self.square_access_token.get_secret_value()
 
     @field_validator("airtable_webhook_secrets", mode="before")
@@ -400,7 +423,7 @@ class Settings(BaseSettings):
         for webhook_id, secret in secrets.items():
             if not webhook_id.startswith("ach"):
                 raise ValueError("AIRTABLE_WEBHOOK_SECRETS keys must be webhook ids (ach...)")
-            if secret.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            if is_placeholder(secret.get_secret_value()):
                 raise ValueError("a placeholder value is not a MAC secret")
         return secrets
 
@@ -428,7 +451,7 @@ class Settings(BaseSettings):
 
     def require_airtable_api_key(self) -> str:
         if self.airtable_api_key is None:
-            raise RuntimeError("AIRTABLE_API_KEY is not set")
+            raise SettingError("AIRTABLE_API_KEY", "is not set")
         return self.airtable_api_key.get_secret_value()
 
     @model_validator(mode="after")
@@ -459,12 +482,12 @@ class Settings(BaseSettings):
 
     def require_database_url(self) -> str:
         if self.database_url is None:
-            raise RuntimeError("DATABASE_URL is not set (use `sluice dev` for embedded defaults)")
+            raise SettingError("DATABASE_URL", "is not set", _DEV_FIX.format("DATABASE_URL"))
         return self.database_url
 
     def require_kafka(self) -> str:
         if self.kafka_bootstrap_servers is None:
-            raise RuntimeError(
-                "KAFKA_BOOTSTRAP_SERVERS is not set (use `sluice dev` for embedded defaults)"
+            raise SettingError(
+                "KAFKA_BOOTSTRAP_SERVERS", "is not set", _DEV_FIX.format("KAFKA_BOOTSTRAP_SERVERS")
             )
         return self.kafka_bootstrap_servers

@@ -7,14 +7,17 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+import typer
+from starlette.datastructures import QueryParams
 
 from commands.contracts import openapi_document
+from commands.recovery import parse_when
 from devkit.fakes.square import FakeSquare
 from recovery.admin import create_admin_app
 from recovery.lock import run_lock
 from recovery.reconcile_airtable import MAX_LOOKBACK_MINUTES, AirtableOptions
 from sluice.db import create_engine
-from sluice.query import MAX_INSTANT_LENGTH
+from sluice.query import MAX_INSTANT_LENGTH, ParameterError, Query
 from sluice.settings import Settings
 from tests.support.proxy import database_behind_proxy
 from tests.support.services import running_server
@@ -120,9 +123,9 @@ LOOKBACK = "lookback_minutes: must be a whole number from 1 to 1440"
         ("full=maybe", "full: must be true or false"),
         ("full=" + "t" * 5000, "full: must be true or false"),
         ("full=true&lookback_minutes=30", "give lookback_minutes or full, not both"),
-        ("from=2030-13-01T00:00:00Z", "from: not an ISO 8601 date-time"),
-        ("to=tomorrow", "to: not an ISO 8601 date-time"),
-        ("from=2030-01-01", "from: a date-time needs a time zone"),
+        ("from=2030-13-01T00:00:00Z", "from: not an ISO 8601 date or date-time"),
+        ("to=tomorrow", "to: not an ISO 8601 date or date-time"),
+        ("from=2030-01-01T00:00:00", "from: a date-time needs a time zone"),
         ("from=0001-01-01T00:00:00%2B14:00", "from: outside the years 1 to 9999 in UTC"),
         ("to=9999-12-31T23:59:59-14:00", "to: outside the years 1 to 9999 in UTC"),
         ("from=" + "2" * 65, "from: must be at most 64 characters"),
@@ -130,8 +133,8 @@ LOOKBACK = "lookback_minutes: must be a whole number from 1 to 1440"
         ("from=2999-01-01T00:00:00Z", "from must be before to"),  # after the default end
         ("ahead=true&from=2030-01-01T00:00:00Z", "give ahead or from/to, not both"),
         ("ahead=sometimes", "ahead: must be true or false"),
-        ("since=last-week", "since: not an ISO 8601 date-time"),
-        ("since=2030-01-01", "since: a date-time needs a time zone"),
+        ("since=last-week", "since: not an ISO 8601 date or date-time"),
+        ("since=2030-01-01T08:00", "since: a date-time needs a time zone"),
     ],
 )
 @pytest.mark.parametrize("source", ["square", "airtable"])
@@ -208,3 +211,27 @@ async def test_a_database_outage_is_503(database_url: str) -> None:
         assert answer.headers["retry-after"] == "2"
         await proxy.restore()
         assert (await client.post("/admin/reconcile/square", headers=auth)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "end", "meant"),
+    [
+        ("2030-01-31", False, datetime(2030, 1, 31, tzinfo=UTC)),
+        ("2030-01-31", True, datetime(2030, 2, 1, tzinfo=UTC)),  # the last day, whole
+        ("2030-01-31T10:00:00+02:00", False, datetime(2030, 1, 31, 8, tzinfo=UTC)),
+        ("2030-01-31T10:00:00+02:00", True, datetime(2030, 1, 31, 8, tzinfo=UTC)),
+    ],
+)
+def test_the_cli_and_the_admin_trigger_read_a_time_the_same_way(
+    value: str, *, end: bool, meant: datetime
+) -> None:
+    assert parse_when(value, end=end) == meant
+    name = "to" if end else "from"
+    assert Query(QueryParams({name: value})).instant(name, dates=True, end=end) == meant
+
+
+def test_a_time_without_a_zone_is_refused_alike() -> None:
+    with pytest.raises(typer.BadParameter, match="a date-time needs a time zone"):
+        parse_when("2030-01-31T10:00:00")
+    with pytest.raises(ParameterError, match="a date-time needs a time zone"):
+        Query(QueryParams({"from": "2030-01-31T10:00:00"})).instant("from", dates=True)
