@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-PARTITIONS = 2  # what the other tests of the shared broker create the pipeline topics with
+PARTITIONS = 2
 ADMIN_TOKEN = "an-admin-token-long-enough-1"  # noqa: S105 - a test's own
 API_TOKEN = "an-api-token-long-enough-22"  # noqa: S105 - a test's own
 
@@ -37,6 +37,18 @@ API_TOKEN = "an-api-token-long-enough-22"  # noqa: S105 - a test's own
 async def square_url() -> AsyncIterator[str]:
     async with running_server(FakeSquare().app) as url:
         yield url
+
+
+@pytest.fixture
+async def kafka_bootstrap() -> AsyncIterator[str]:
+    """A broker of these tests' own: on the shared one, other tests make the pipeline's topics
+    with other partition counts, which the doctor rightly warns about."""
+    broker = EmbeddedBroker()
+    bootstrap = await asyncio.to_thread(broker.start)
+    try:
+        yield bootstrap
+    finally:
+        await asyncio.to_thread(broker.stop)
 
 
 @pytest.fixture
