@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
+from sluice.settings import Settings
 from tests.support.api import AUTH, api_client, insert_job
 
 if TYPE_CHECKING:
@@ -73,3 +76,11 @@ async def test_no_origins_configured_means_no_cors(database_url: str, db: Conn) 
     assert "access-control-allow-origin" not in read.headers
     assert "access-control-allow-origin" not in asked.headers
     assert asked.status_code == 405
+
+
+def test_an_origin_is_a_scheme_and_a_host_only() -> None:
+    for bad in ("staff.example.com", "https://staff.example.com/app", "ftp://x.example"):
+        with pytest.raises(ValidationError, match="not an origin"):
+            Settings(SLUICE_API_CORS_ORIGINS=bad)
+    both = Settings(SLUICE_API_CORS_ORIGINS="https://a.example, http://localhost:5173")
+    assert both.api_cors_origins == ["https://a.example", "http://localhost:5173"]
