@@ -116,10 +116,19 @@ _RESUME = [
         "name": "Last-Event-ID",
         "in": "header",
         "required": False,
-        "description": "resume after this event (sent by EventSource on reconnect); empty: none",
+        "description": (
+            "resume after this event (sent by EventSource on reconnect); 0: replay the log from "
+            "its start; empty: none"
+        ),
         "schema": _EVENT_ID,
     },
     _query("last_event_id", "as Last-Event-ID, for clients that cannot set it", _EVENT_ID),
+    _query("entity", "only this table's changes", {"type": "string", "enum": ["jobs", "leads"]}),
+    _query(
+        "key",
+        "only this row's changes (a booking or record id); needs entity",
+        {"type": "string", "maxLength": 200},
+    ),
 ]
 
 
