@@ -60,6 +60,8 @@ def routes() -> list[Route]:
         Route("/api/leads/{id}", leads.patch_lead, methods=["PATCH"]),
         Route("/api/leads/{id}/claim", leads.claim_lead, methods=["POST"]),
         Route("/api/leads/{id}/unclaim", leads.unclaim_lead, methods=["POST"]),
+        Route("/api/leads/{id}/resolve", leads.resolve_lead, methods=["POST"]),
+        Route("/api/leads/{id}/retry", leads.retry_lead, methods=["POST"]),
         Route("/api/changes", changes, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
