@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
     from sluice.settings import Settings
 
 OPENAPI_PATH = "/api/openapi.json"
+# What a browser client may send besides the simple headers.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "Last-Event-ID",
+)
 PUBLIC_PATHS = (OPENAPI_PATH, "/healthz")
 
 
@@ -50,13 +60,15 @@ def routes() -> list[Route]:
         Route("/api/leads/{id}", leads.patch_lead, methods=["PATCH"]),
         Route("/api/leads/{id}/claim", leads.claim_lead, methods=["POST"]),
         Route("/api/leads/{id}/unclaim", leads.unclaim_lead, methods=["POST"]),
+        Route("/api/leads/{id}/resolve", leads.resolve_lead, methods=["POST"]),
+        Route("/api/leads/{id}/retry", leads.retry_lead, methods=["POST"]),
         Route("/api/changes", changes, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
 
 
-def create_api_app(settings: Settings) -> BearerAuth:
+def create_api_app(settings: Settings) -> BearerAuth | CORSMiddleware:
     database_url = settings.require_database_url()
 
     @asynccontextmanager
@@ -87,4 +99,18 @@ def create_api_app(settings: Settings) -> BearerAuth:
         },
     )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-    return BearerAuth(app, token, "SLUICE_API_TOKEN", PUBLIC_PATHS)
+    authenticated = BearerAuth(app, token, "SLUICE_API_TOKEN", PUBLIC_PATHS)
+    if not settings.api_cors_origins:
+        return authenticated
+    # Outside the token check: a browser's preflight carries no Authorization header. The API
+    # authenticates by bearer token, never by cookie, so credentials are never allowed, and a
+    # `*` lets any origin read only what its token may.
+    return CORSMiddleware(
+        authenticated,
+        allow_origins=settings.api_cors_origins,
+        allow_methods=["GET", "POST", "PATCH"],
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=["ETag", "Idempotent-Replayed", "WWW-Authenticate"],
+        allow_credentials=False,
+        max_age=600,
+    )

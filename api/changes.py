@@ -13,7 +13,12 @@ moves past them never skips one. A long transaction delays the stream while it r
 
 The SSE `id` of each event is the log row's id; a client that reconnects with `Last-Event-ID`
 resumes right after it. If that row was pruned (older than SLUICE_CHANGES_RETENTION_SECONDS)
-the stream starts with a `reset` event: reload, then follow the stream.
+the stream starts with a `reset` event: reload, then follow the stream. `Last-Event-ID: 0`
+replays the whole log, as far back as it is kept.
+
+`entity=jobs|leads`, and with it `key=<booking or record id>`, narrow a stream to one table or
+one row. The cursor still moves over every row read, matching or not, so a narrow stream reads
+the log once, as a wide one does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -32,7 +38,7 @@ from api.idempotency import prune_expired
 from api.responses import jsonable, single_header
 from sluice.db import DatabaseUnavailableError, transaction
 from sluice.listen import CommitListener
-from sluice.query import BIGINT_MAX, Query, whole_number
+from sluice.query import BIGINT_MAX, ParameterError, Query, whole_number
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,6 +72,21 @@ _PRUNE = text(
 )
 
 Cursor = tuple[str, int]
+# The projections the log holds (migration 0006's triggers).
+ENTITIES = ("jobs", "leads")
+# Before every transaction id: the start of the log.
+_FIRST: Cursor = ("0", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Narrowing:
+    entity: str | None = None
+    key: str | None = None
+
+    def holds(self, row: Any) -> bool:  # noqa: ANN401 - a SQLAlchemy row
+        return (self.entity is None or row.entity == self.entity) and (
+            self.key is None or row.entity_id == self.key
+        )
 
 
 class ChangeFeed:
@@ -112,6 +133,8 @@ class ChangeFeed:
 
     async def start_cursor(self, last_event_id: int | None) -> tuple[Cursor, bool]:
         """Where a stream starts, and whether the client must reload (its event was pruned)."""
+        if last_event_id == 0:
+            return _FIRST, False
         async with transaction(self.engine) as conn:
             if last_event_id is not None:
                 txid = (await conn.execute(_RESUME, {"id": last_event_id})).scalar()
@@ -143,7 +166,7 @@ def _event(row: Any) -> str:  # noqa: ANN401 - a SQLAlchemy row
 
 
 async def _stream(
-    request: Request, feed: ChangeFeed, cursor: Cursor, reset: bool
+    request: Request, feed: ChangeFeed, cursor: Cursor, reset: bool, narrowing: Narrowing
 ) -> AsyncIterator[str]:
     yield f"retry: {int(POLL_SECONDS * 2000)}\n\n"
     if reset:
@@ -156,7 +179,8 @@ async def _stream(
         except DatabaseUnavailableError:
             rows = []
         for row in rows:
-            yield _event(row)
+            if narrowing.holds(row):
+                yield _event(row)
             cursor = (row.txid, row.id)
         if len(rows) == READ_MAX:
             continue
@@ -184,11 +208,23 @@ def last_event_id(request: Request) -> int | None:
     return header_id if header_id is not None else query_id
 
 
+def narrowing(request: Request) -> Narrowing:
+    query = Query(request.query_params)
+    entity = query.text("entity")
+    key = query.text("key")
+    if entity is not None and entity not in ENTITIES:
+        raise ParameterError("entity", f"choose one of {', '.join(ENTITIES)}")
+    if key is not None and entity is None:
+        raise ParameterError("key", "give entity too: a key is a booking or a record id")
+    return Narrowing(entity, key)
+
+
 async def changes(request: Request) -> Response:
     feed: ChangeFeed = request.app.state.feed
+    narrow = narrowing(request)
     cursor, reset = await feed.start_cursor(last_event_id(request))
     return StreamingResponse(
-        _stream(request, feed, cursor, reset),
+        _stream(request, feed, cursor, reset, narrow),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

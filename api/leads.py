@@ -13,10 +13,18 @@ from sqlalchemy import text
 from api.announce import announce, change_message
 from api.responses import ApiError, etag_response, path_id, row_etag
 from api.writes import check_precondition, state_change
-from consumers.lead_sync import stamp_app_change, sync_status
-from schemas.app_api import MAX_ACTOR_LENGTH, AppChange, Claim, LeadPatch, Unclaim
+from consumers.lead_sync import (
+    open_conflicts,
+    resolve_conflicts,
+    retry_failed,
+    stamp_app_change,
+    sync_status,
+)
+from schemas.app_api import MAX_ACTOR_LENGTH, AppChange, Claim, LeadPatch, Resolve, Retry, Unclaim
 from schemas.leads import LEADS
+from sluice.audit import write_audit
 from sluice.db import transaction
+from sluice.jsontext import json_text
 from sluice.query import Query
 
 if TYPE_CHECKING:
@@ -41,7 +49,7 @@ _LOCK = text("SELECT *, now() AS txn_now FROM leads WHERE record_id = :id FOR UP
 _CONFLICTS = text(
     """
     SELECT column_name, app_value, app_changed_at, airtable_value, airtable_changed_at,
-           detected_at
+           detected_at, resolved_at, resolved_by, resolution
     FROM sync_conflicts WHERE record_id = :id ORDER BY id DESC LIMIT 20
     """
 )
@@ -171,6 +179,75 @@ async def _patch(
     if "notes" not in body.model_fields_set:
         raise ApiError(422, "nothing_to_change", "send notes")
     return await _write(conn, row, {"notes": body.notes}, body.actor, key)
+
+
+# Airtable's values, typed as the lead's columns are (jsonb_populate_record does the casts).
+_ADOPT = (
+    "UPDATE leads AS l SET {sets} "
+    "FROM jsonb_populate_record(NULL::leads, CAST(:values AS jsonb)) AS r "
+    "WHERE l.record_id = :id RETURNING l.*"
+)
+
+
+async def _resolve(
+    conn: AsyncConnection, body: Resolve, key: str, record_id: str, if_match: str | None
+) -> tuple[int, Any]:
+    row = await _locked(conn, record_id, if_match)
+    conflicts = await open_conflicts(conn, record_id, body.columns)
+    if not conflicts:
+        raise ApiError(409, "no_conflict", "the lead has no open conflict on those columns")
+    columns = sorted(conflicts)
+    await resolve_conflicts(conn, record_id, columns, keep=body.keep, actor=body.actor)
+    detail = {"keep": body.keep, "columns": columns}
+    await write_audit(
+        conn, f"api:{body.actor}", "lead.resolve_conflict", f"lead:{record_id}", detail
+    )
+    if body.keep == "app":
+        return await _unchanged(conn, row)  # stamped again: the pusher pushes the app's value
+    sets = ", ".join(f"{c} = r.{c}" for c in columns)  # mapped app-owned columns only
+    updated = (
+        await conn.execute(
+            text(_ADOPT.format(sets=sets)),
+            {"id": record_id, "values": json_text(conflicts)},
+        )
+    ).one()
+    change = AppChange(
+        entity="leads", id=record_id, columns=columns, actor=body.actor, changed_at=row.txn_now
+    )
+    await announce(conn, [change_message(change, key)])
+    (lead,) = await _leads_with_sync(conn, [updated])
+    return 200, lead
+
+
+async def _retry(
+    conn: AsyncConnection, body: Retry, key: str, record_id: str, if_match: str | None
+) -> tuple[int, Any]:
+    del key  # the key only makes the call idempotent
+    row = await _locked(conn, record_id, if_match)
+    if not await retry_failed(conn, record_id):
+        raise ApiError(409, "not_failed", "only a failed write-back can be retried")
+    await write_audit(conn, f"api:{body.actor}", "lead.retry_push", f"lead:{record_id}", {})
+    return await _unchanged(conn, row)
+
+
+async def resolve_lead(request: Request) -> Response:
+    record_id = path_id(request, "lead")
+    return await state_change(
+        request,
+        Resolve,
+        LEADS,
+        lambda conn, body, key, if_match: _resolve(conn, body, key, record_id, if_match),
+    )
+
+
+async def retry_lead(request: Request) -> Response:
+    record_id = path_id(request, "lead")
+    return await state_change(
+        request,
+        Retry,
+        LEADS,
+        lambda conn, body, key, if_match: _retry(conn, body, key, record_id, if_match),
+    )
 
 
 async def claim_lead(request: Request) -> Response:

@@ -13,12 +13,21 @@ from pydantic.json_schema import models_json_schema
 
 from api import jobs, leads
 from api.idempotency import MAX_KEY_LENGTH
-from schemas.app_api import MAX_ACTOR_LENGTH, BulkStatus, Claim, JobPatch, LeadPatch, Unclaim
+from schemas.app_api import (
+    MAX_ACTOR_LENGTH,
+    BulkStatus,
+    Claim,
+    JobPatch,
+    LeadPatch,
+    Resolve,
+    Retry,
+    Unclaim,
+)
 from sluice.jsontext import MAX_DEPTH, MAX_NUMBER_LENGTH
 from sluice.query import BIGINT_MAX, MAX_INSTANT_LENGTH
 
 _REF = "#/components/schemas/{model}"
-_BODIES = (JobPatch, BulkStatus, LeadPatch, Claim, Unclaim)
+_BODIES = (JobPatch, BulkStatus, LeadPatch, Claim, Unclaim, Resolve, Retry)
 
 
 def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -116,10 +125,19 @@ _RESUME = [
         "name": "Last-Event-ID",
         "in": "header",
         "required": False,
-        "description": "resume after this event (sent by EventSource on reconnect); empty: none",
+        "description": (
+            "resume after this event (sent by EventSource on reconnect); 0: replay the log from "
+            "its start; empty: none"
+        ),
         "schema": _EVENT_ID,
     },
     _query("last_event_id", "as Last-Event-ID, for clients that cannot set it", _EVENT_ID),
+    _query("entity", "only this table's changes", {"type": "string", "enum": ["jobs", "leads"]}),
+    _query(
+        "key",
+        "only this row's changes (a booking or record id); needs entity",
+        {"type": "string", "maxLength": 200},
+    ),
 ]
 
 
@@ -248,6 +266,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/leads/{id}/claim": {"post": _write("Claim a lead", "Claim", [_ID])},
             "/api/leads/{id}/unclaim": {"post": _write("Release a lead", "Unclaim", [_ID])},
+            "/api/leads/{id}/resolve": {
+                "post": _write(
+                    "Resolve a write-back conflict: keep the app's value (pushed again) or "
+                    "adopt Airtable's; audited. 409 no_conflict when none is open",
+                    "Resolve",
+                    [_ID],
+                )
+            },
+            "/api/leads/{id}/retry": {
+                "post": _write(
+                    "Push a failed lead again now; audited. 409 not_failed otherwise",
+                    "Retry",
+                    [_ID],
+                )
+            },
             "/api/changes": {
                 "get": {
                     "summary": "Committed projection changes as Server-Sent Events",

@@ -13,6 +13,7 @@ from commands.context import begin_invocation, warn_at_start
 from commands.context import settings as load_settings
 from commands.doctor import doctor
 from commands.errors import SluiceGroup
+from commands.examples import attach_examples
 from commands.recovery import register as register_recovery
 from commands.square import simulate_square, square_app
 
@@ -35,7 +36,7 @@ simulate_app.command("square")(simulate_square)
 app.add_typer(square_app, name="square")
 app.add_typer(topics_app, name="topics")
 register_recovery(app)
-app.command("doctor", epilog="Example: sluice doctor --timeout 5")(doctor)
+app.command("doctor")(doctor)
 
 DEFAULT_STATE_DIR = Path(".sluice")
 
@@ -213,6 +214,10 @@ def schemas_export(
         raise typer.Exit(1 if stale else 0)
     for path in export_contracts(out):
         typer.echo(str(path))
+
+
+# Every command is registered above; each gets its `--help` example.
+attach_examples(app)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-SyncStatus = str  # "pending" | "synced" | "failed"
+SyncStatus = str  # "pending" | "synced" | "conflict" | "failed"
 
 _STAMP_APP = text(
     """
@@ -166,3 +166,74 @@ async def sync_status(
         }
         for row in result
     }
+
+
+_OPEN_CONFLICTS = text(
+    """
+    SELECT DISTINCT ON (c.column_name) c.column_name, f.airtable_value
+    FROM sync_conflicts AS c
+    LEFT JOIN lead_sync_fields AS f
+      ON f.record_id = c.record_id AND f.column_name = c.column_name
+    WHERE c.record_id = :id AND c.resolved_at IS NULL
+      AND (CAST(:columns AS text[]) IS NULL OR c.column_name = ANY(CAST(:columns AS text[])))
+    ORDER BY c.column_name, c.id DESC
+    """
+)
+_RESOLVE = text(
+    """
+    UPDATE sync_conflicts SET resolved_at = now(), resolved_by = :actor, resolution = :keep
+    WHERE record_id = :id AND resolved_at IS NULL AND column_name = ANY(CAST(:columns AS text[]))
+    """
+)
+# Airtable's value adopted: nothing of the app's is left to push for these fields.
+_ADOPTED = text(
+    """
+    UPDATE lead_sync_fields SET pushed_app_changed_at = app_changed_at
+    WHERE record_id = :id AND column_name = ANY(CAST(:columns AS text[]))
+    """
+)
+_SETTLE = text(
+    """
+    UPDATE lead_sync AS s SET status = 'synced', updated_at = now()
+    WHERE s.record_id = :id AND s.status = 'conflict' AND NOT EXISTS (
+        SELECT 1 FROM sync_conflicts AS c WHERE c.record_id = s.record_id AND c.resolved_at IS NULL
+    )
+    """
+)
+_RETRY = text(
+    """
+    UPDATE lead_sync SET status = 'pending', next_attempt_at = now(), attempts = 0,
+        updated_at = now()
+    WHERE record_id = :id AND status = 'failed' RETURNING record_id
+    """
+)
+
+
+async def open_conflicts(
+    conn: AsyncConnection, record_id: str, columns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The lead's open conflicts (of `columns`, or all): column -> Airtable's latest value."""
+    rows = await conn.execute(
+        _OPEN_CONFLICTS, {"id": record_id, "columns": list(columns) if columns else None}
+    )
+    return {row.column_name: row.airtable_value for row in rows}
+
+
+async def resolve_conflicts(
+    conn: AsyncConnection, record_id: str, columns: Sequence[str], *, keep: str, actor: str
+) -> None:
+    """Close the conflicts of `columns`. Keeping the app's value stamps it again, so the pusher
+    pushes it (now later than Airtable's change); adopting Airtable's (the caller wrote it into
+    the row) leaves nothing to push. With no conflict left the lead is synced, or pending."""
+    params = {"id": record_id, "columns": list(columns), "actor": actor, "keep": keep}
+    await conn.execute(_RESOLVE, params)
+    if keep == "app":
+        await stamp_app_change(conn, record_id, columns)
+    else:
+        await conn.execute(_ADOPTED, params)
+        await conn.execute(_SETTLE, params)
+
+
+async def retry_failed(conn: AsyncConnection, record_id: str) -> bool:
+    """Ask for a failed lead's push again now; False when it was not failed."""
+    return (await conn.execute(_RETRY, {"id": record_id})).first() is not None

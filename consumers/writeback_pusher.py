@@ -147,14 +147,20 @@ _CONFLICTS = text(
     """
 )
 
-# Synced unless staff changed a field again while we were pushing: then pending, pushed next.
+# Synced unless staff changed a field again while we were pushing (then pending, pushed next)
+# or a field was skipped because Airtable changed it later (then conflict, until staff resolve
+# it: the app and Airtable hold different values).
 _DONE = text(
     """
     UPDATE lead_sync AS s SET
         status = CASE WHEN EXISTS (
             SELECT 1 FROM lead_sync_fields AS f WHERE f.record_id = s.record_id
               AND f.app_changed_at > COALESCE(f.pushed_app_changed_at, '-infinity')
-        ) THEN 'pending' ELSE 'synced' END,
+        ) THEN 'pending'
+        WHEN EXISTS (
+            SELECT 1 FROM sync_conflicts AS c
+            WHERE c.record_id = s.record_id AND c.resolved_at IS NULL
+        ) THEN 'conflict' ELSE 'synced' END,
         attempts = 0, last_error = NULL, synced_at = now(), claimed_until = NULL,
         next_attempt_at = now(), updated_at = now()
     WHERE s.record_id = ANY(CAST(:ids AS text[]))

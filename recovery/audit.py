@@ -1,5 +1,6 @@
-"""The audit log: every operator action (redrive, discard, ...), who took it and when, written
-in the transaction of the action itself, so the log holds exactly what was done."""
+"""The audit log, read, and claimed by the console's forms: every operator action (redrive,
+discard, ...), who took it and when, written in the transaction of the action itself
+(sluice/audit.py), so the log holds exactly what was done."""
 
 from __future__ import annotations
 
@@ -12,12 +13,8 @@ from sluice.db import row_json, transaction
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-_WRITE = text(
-    "INSERT INTO audit_log (actor, action, target, detail) "
-    "VALUES (:actor, :action, :target, CAST(:detail AS jsonb))"
-)
 _CLAIM = text(
     "INSERT INTO audit_log (actor, action, target, detail, request_key) "
     "VALUES (:actor, :action, :target, CAST(:detail AS jsonb), :key) "
@@ -34,14 +31,6 @@ def command_line_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no user name for this uid (a bare container)
         return "cli"
-
-
-async def write_audit(
-    conn: AsyncConnection, actor: str, action: str, target: str, detail: dict[str, Any]
-) -> None:
-    await conn.execute(
-        _WRITE, {"actor": actor, "action": action, "target": target, "detail": json_text(detail)}
-    )
 
 
 async def claim_request(  # noqa: PLR0913 - an audit row and the key it is kept under

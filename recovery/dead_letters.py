@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from outbox.enqueue import OutboxMessage, enqueue
-from recovery.audit import write_audit
 from schemas.origins import REDRIVE_HEADER
+from sluice.audit import write_audit
 from sluice.db import transaction
 
 if TYPE_CHECKING:

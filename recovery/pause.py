@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from consumers.registry import CONSUMERS
-from recovery.audit import write_audit
+from sluice.audit import write_audit
 from sluice.db import row_json, transaction
 from sluice.pause import RELAY, consumer_component
 

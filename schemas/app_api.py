@@ -108,6 +108,23 @@ class Unclaim(_Body):
     force: bool = Field(default=False, description="release a lead someone else claimed")
 
 
+class Resolve(_Body):
+    actor: str = Actor
+    keep: Literal["app", "airtable"] = Field(
+        description="app: push the app's value again; airtable: adopt Airtable's value"
+    )
+    columns: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="the conflicting columns to resolve (default: all)",
+    )
+
+
+class Retry(_Body):
+    actor: str = Actor
+
+
 class AppChange(BaseModel):
     """`data` of an `app.changes` event: which app-owned columns of which row staff changed."""
 

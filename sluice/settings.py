@@ -343,6 +343,10 @@ class Settings(BaseSettings):
     api_require_if_match: bool = Field(
         default=False, validation_alias="SLUICE_API_REQUIRE_IF_MATCH"
     )
+    # Browser front ends on other origins that may call the API (exact origins, or `*`).
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="SLUICE_API_CORS_ORIGINS"
+    )
     idempotency_ttl_seconds: int = Field(
         default=86_400,
         ge=60,
@@ -399,6 +403,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_user_ids(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            exact = parts.scheme in ("http", "https") and parts.netloc and not parts.path
+            if origin != "*" and not (exact and not parts.query and not parts.fragment):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or *")
+        return origins
 
     @field_validator("square_access_token", "admin_token", "api_token")
     @classmethod

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from consumers.registry import CONSUMERS
-from recovery.audit import claim_request, write_audit
+from recovery.audit import claim_request
 from recovery.console.web import action, back, request_key
 from recovery.dead_letters import discard, redrive
 from recovery.lock import RunLockedError
 from recovery.pause import COMPONENTS, pause, resume
 from recovery.replay_store import StoreFilter, count_matching, replay_store
 from recovery.runs import SOURCES, default_square_window, reconcile
+from sluice.audit import write_audit
 from sluice.db import transaction
 from sluice.query import ParameterError
 

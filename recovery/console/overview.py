@@ -75,7 +75,7 @@ _WEBHOOKS = text(
     """
 )
 _WRITEBACK = text("SELECT status, count(*) AS n FROM lead_sync GROUP BY status")
-_CONFLICTS = text("SELECT count(*) FROM sync_conflicts")
+_CONFLICTS = text("SELECT count(*) FROM sync_conflicts WHERE resolved_at IS NULL")  # open ones
 _PAUSED = text("SELECT component, paused_at, paused_by, reason FROM pauses ORDER BY component")
 
 

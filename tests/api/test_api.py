@@ -378,3 +378,71 @@ async def test_a_database_outage_is_503_for_reads_and_changes(database_url: str,
         after = await patch(api, f"/api/jobs/{job}", {"notes": "after", "actor": "amy"})
         assert after.status_code == 200, after.text
     assert scalar(db, "SELECT notes FROM jobs WHERE booking_id = %s", job) == "after"
+
+
+async def _changes(events: AsyncIterator[dict[str, str]], count: int) -> list[tuple[str, str]]:
+    """(entity, key) of the next `count` change events, and of any reset on the way."""
+    seen: list[tuple[str, str]] = []
+    async for event in events:
+        if event.get("event") == "reset":
+            seen.append(("reset", ""))
+        if event.get("event") == "change":
+            data = json.loads(event["data"])
+            seen.append((data["entity"], data["key"]))
+            if len([s for s in seen if s[0] != "reset"]) == count:
+                return seen
+    raise AssertionError("stream ended")
+
+
+async def test_the_change_stream_narrows_to_a_table_or_a_row_and_replays_from_zero(
+    api: httpx.AsyncClient, db: Conn
+) -> None:
+    one, two = insert_job(db), insert_job(db)
+    lead = insert_lead(db)
+    db.execute("UPDATE jobs SET notes = 'n' WHERE booking_id = %s", (one,))
+    db.execute("UPDATE leads SET notes = 'n' WHERE record_id = %s", (lead,))
+    db.execute("UPDATE jobs SET notes = 'n' WHERE booking_id = %s", (two,))
+    # From the start of the log, everything, in order, and no reset.
+    async with api.stream("GET", "/api/changes", headers={"Last-Event-ID": "0"}) as stream:
+        events = _events(stream)
+        everything = await asyncio.wait_for(_changes(events, 6), 5)
+        await events.aclose()  # type: ignore[attr-defined]
+    assert ("reset", "") not in everything
+    assert everything == [
+        ("jobs", one),
+        ("jobs", two),
+        ("leads", lead),
+        ("jobs", one),
+        ("leads", lead),
+        ("jobs", two),
+    ]
+    narrow = {"Last-Event-ID": "0"}
+    async with api.stream("GET", f"/api/changes?entity=jobs&key={two}", headers=narrow) as stream:
+        events = _events(stream)
+        row = await asyncio.wait_for(_changes(events, 2), 5)
+        # Its next change is the row's second one, however much else changed between.
+        db.execute("UPDATE jobs SET notes = 'm' WHERE booking_id = %s", (one,))
+        db.execute("UPDATE jobs SET notes = 'm' WHERE booking_id = %s", (two,))
+        later = await asyncio.wait_for(_changes(events, 1), 5)
+        await events.aclose()  # type: ignore[attr-defined]
+    assert row == [("jobs", two), ("jobs", two)]  # its insert and its update
+    assert later == [("jobs", two)]
+    async with api.stream("GET", "/api/changes?entity=leads", headers=narrow) as stream:
+        events = _events(stream)
+        leads = await asyncio.wait_for(_changes(events, 2), 5)
+        await events.aclose()  # type: ignore[attr-defined]
+    assert leads == [("leads", lead), ("leads", lead)]
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("entity=customers", "entity: choose one of jobs, leads"),
+        ("key=bk1", "key: give entity too"),
+    ],
+)
+async def test_a_bad_narrowing_is_a_400(api: httpx.AsyncClient, query: str, detail: str) -> None:
+    answer = await api.get(f"/api/changes?{query}")
+    assert answer.status_code == 400
+    assert answer.json()["parameter"] == query.split("=", maxsplit=1)[0]
+    assert detail in answer.json()["detail"]

@@ -12,7 +12,7 @@ from pyairtable.models.webhook import WebhookPayload
 from sqlalchemy import text
 
 from consumers.airtable_projection import MappingResolver, apply_record_changes
-from consumers.lead_sync import stamp_app_change
+from consumers.lead_sync import resolve_conflicts, stamp_app_change
 from consumers.writeback_pusher import PusherConfig, WritebackPusher
 from ingest.airtable_fetch import payload_changes
 from providers.airtable import (
@@ -151,7 +151,17 @@ async def test_airtable_edit_newer_than_the_app_wins_and_is_recorded(
         "SELECT column_name, app_value, airtable_value FROM sync_conflicts"
     ).fetchone()
     assert conflict == ("notes", "from the app", "from Airtable")
+    # Not synced: the app and Airtable hold different notes until staff resolve it.
+    assert scalar(db, "SELECT status FROM lead_sync WHERE record_id = %s", record_id) == "conflict"
+    # Staff keep the app's value: it is stamped again and the next push sends it.
+    async with transaction(world.engine) as conn:
+        await resolve_conflicts(conn, record_id, ["notes"], keep="app", actor="amy")
+    again = await world.pusher().push_once()
+    assert again.conflicts == 0
+    assert world.cell(record_id, "Notes") == "from the app"
     assert scalar(db, "SELECT status FROM lead_sync WHERE record_id = %s", record_id) == "synced"
+    resolved = db.execute("SELECT resolved_by, resolution FROM sync_conflicts").fetchone()
+    assert resolved == ("amy", "app")
 
 
 async def test_a_bad_record_fails_alone_and_says_why(world: World, db: Conn) -> None:
