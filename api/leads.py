@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.responses import ApiError, etag_response, path_id, row_etag
+from api.paging import decode_cursor, encode_cursor
+from api.responses import ApiError, etag_response, paged_response, path_id, row_etag
 from api.writes import check_precondition, state_change
 from consumers.lead_sync import (
     open_conflicts,
@@ -25,7 +26,7 @@ from schemas.leads import LEADS
 from sluice.audit import write_audit
 from sluice.db import transaction
 from sluice.jsontext import json_text
-from sluice.query import Query
+from sluice.query import ParameterError, Query
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,15 +36,8 @@ if TYPE_CHECKING:
 MAX_LIST = 1000
 DEFAULT_LIST = 500
 
-_LIST = text(
-    """
-    SELECT * FROM leads
-    WHERE (CAST(:claimed_by AS text) IS NULL OR claimed_by = CAST(:claimed_by AS text))
-      AND (CAST(:deleted AS boolean) OR deleted_at IS NULL)
-    ORDER BY record_id
-    LIMIT :limit
-    """
-)
+# Sync states a lead can be listed by (lead_sync.status; a lead never pushed has no row).
+SYNC_STATES = ("pending", "synced", "conflict", "failed")
 _ONE = text("SELECT * FROM leads WHERE record_id = :id")
 _LOCK = text("SELECT *, now() AS txn_now FROM leads WHERE record_id = :id FOR UPDATE")
 _CONFLICTS = text(
@@ -74,17 +68,50 @@ async def _leads_with_sync(conn: AsyncConnection, rows: list[Any]) -> list[dict[
     return [_lead(r, dict(syncs[r.record_id]) if r.record_id in syncs else None) for r in rows]
 
 
+def _list_query(query: Query) -> tuple[str, dict[str, Any]]:
+    """The page's SQL with only the filters given, each backed by an index (migration 0014),
+    in record id order."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if not query.boolean("include_deleted"):
+        where.append("l.deleted_at IS NULL")
+    for name, column in (("claimed_by", "claimed_by"), ("lead_status", "lead_status")):
+        value = query.text(name, max_length=MAX_ACTOR_LENGTH)
+        if value is not None:
+            where.append(f"l.{column} = :{name}")
+            params[name] = value
+    sync = query.text("sync_status")
+    if sync is not None:
+        if sync not in SYNC_STATES:
+            raise ParameterError("sync_status", f"choose one of {', '.join(SYNC_STATES)}")
+        where.append(
+            "EXISTS (SELECT 1 FROM lead_sync AS s"
+            " WHERE s.record_id = l.record_id AND s.status = :sync)"
+        )
+        params["sync"] = sync
+    if query.given("conflict"):
+        open_conflict = (
+            "EXISTS (SELECT 1 FROM sync_conflicts AS c"
+            " WHERE c.record_id = l.record_id AND c.resolved_at IS NULL)"
+        )
+        where.append(open_conflict if query.boolean("conflict") else f"NOT {open_conflict}")
+    after = decode_cursor(query.value("cursor"), 1)
+    if after is not None:
+        where.append("l.record_id > :after")
+        params["after"] = after[0]
+    params["limit"] = query.integer("limit", default=DEFAULT_LIST, minimum=1, maximum=MAX_LIST)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT l.* FROM leads AS l {clause} ORDER BY l.record_id LIMIT :limit"  # noqa: S608 - declared columns
+    return sql, params
+
+
 async def list_leads(request: Request) -> Response:
-    query = Query(request.query_params)
-    params = {
-        "claimed_by": query.text("claimed_by", max_length=MAX_ACTOR_LENGTH),
-        "deleted": query.boolean("include_deleted"),
-        "limit": query.integer("limit", default=DEFAULT_LIST, minimum=1, maximum=MAX_LIST),
-    }
+    sql, params = _list_query(Query(request.query_params))
     async with transaction(request.app.state.engine) as conn:
-        rows = list(await conn.execute(_LIST, params))
+        rows = list(await conn.execute(text(sql), params))
         leads = await _leads_with_sync(conn, rows)
-    return etag_response(request, {"leads": leads})
+    cursor = encode_cursor([leads[-1]["record_id"]]) if len(leads) == params["limit"] else None
+    return paged_response(request, {"leads": leads}, cursor)
 
 
 async def get_lead(request: Request) -> Response:

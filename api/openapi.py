@@ -13,6 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import jobs, leads
 from api.idempotency import MAX_KEY_LENGTH
+from api.paging import MAX_CURSOR_LENGTH
 from schemas.app_api import (
     MAX_ACTOR_LENGTH,
     BulkStatus,
@@ -107,12 +108,41 @@ _WINDOW = [
     )
     for name, what in (("from", "jobs starting at or after"), ("to", "jobs starting before"))
 ]
+_CURSOR = _query(
+    "cursor",
+    "the page after the one whose `next` link carried it (opaque; keep the other parameters)",
+    {"type": "string", "maxLength": MAX_CURSOR_LENGTH},
+)
+_JOB_FILTERS = [
+    *_WINDOW,
+    *(
+        _query(name, f"only jobs whose {column} is this", {"type": "string", "maxLength": 255})
+        for name, column in jobs.JOB_FILTERS.items()
+    ),
+    _CURSOR,
+]
 _LEAD_FILTERS = [
     _query(
         "claimed_by",
         "only leads claimed by this actor",
         {"type": "string", "minLength": 1, "maxLength": MAX_ACTOR_LENGTH},
     ),
+    _query(
+        "lead_status",
+        "only leads with this Airtable lead status",
+        {"type": "string", "maxLength": MAX_ACTOR_LENGTH},
+    ),
+    _query(
+        "sync_status",
+        "only leads whose write-back is in this state",
+        {"type": "string", "enum": list(leads.SYNC_STATES)},
+    ),
+    _query(
+        "conflict",
+        "true: only leads with an open write-back conflict; false: only those without",
+        {"type": "boolean"},
+    ),
+    _CURSOR,
     _query(
         "include_deleted",
         "also leads deleted in Airtable (true/false, 1/0 or yes/no)",
@@ -232,8 +262,9 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/jobs": {
                 "get": _read(
-                    "Jobs starting in [from, to)",
-                    [*_WINDOW, _limit(jobs.MAX_LIST, jobs.DEFAULT_LIST)],
+                    "Jobs starting in [from, to), by start then booking id, a page at a time "
+                    "(`next`: the next page's link, null on the last; also a Link header)",
+                    [*_JOB_FILTERS, _limit(jobs.MAX_LIST, jobs.DEFAULT_LIST)],
                     not_found=False,
                 )
             },
@@ -251,7 +282,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/leads": {
                 "get": _read(
-                    "Leads",
+                    "Leads by record id, a page at a time (`next` and a Link header, as jobs)",
                     [*_LEAD_FILTERS, _limit(leads.MAX_LIST, leads.DEFAULT_LIST)],
                     not_found=False,
                 )
