@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from consumers.errors import InvalidMessageError
 from consumers.lead_sync import mark_pending
 from consumers.message import Decoded
+from consumers.writeback_metrics import WritebackMetrics
 from consumers.writeback_pusher import PusherConfig, WritebackPusher
 from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
@@ -31,6 +32,7 @@ from sluice.listen import CommitListener
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from consumers.message import ConsumedMessage
@@ -42,7 +44,7 @@ WRITEBACK_CHANNEL = "sluice_writeback"
 
 
 class AirtableWriteback:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the consumer's parts, by keyword after the first two
         self,
         client: AirtableClient,
         breaker: CircuitBreaker,
@@ -50,8 +52,10 @@ class AirtableWriteback:
         database_url: str | None = None,
         topics: Sequence[str] = CONSUMER_TOPICS["airtable-writeback"],
         config: PusherConfig | None = None,
+        metrics: WritebackMetrics | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics
         self._breaker = breaker
         self._database_url = database_url
         self._topics = tuple(topics)
@@ -65,6 +69,7 @@ class AirtableWriteback:
         topics: Sequence[str] = (),
         *,
         on_breaker_change: StateHook | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> AirtableWriteback:
         from providers.airtable import AirtableClient, breaker  # noqa: PLC0415 - needs pyairtable
 
@@ -73,6 +78,7 @@ class AirtableWriteback:
             breaker(settings, on_change=on_breaker_change),
             database_url=settings.require_database_url(),
             topics=tuple(topics) or (Topic.APP_CHANGES.value,),
+            metrics=WritebackMetrics(registry),
         )
 
     @property
@@ -99,7 +105,9 @@ class AirtableWriteback:
 
     async def run_alongside(self, engine: AsyncEngine, stopping: asyncio.Event) -> None:
         """The pusher, for as long as the consumer runs."""
-        self.pusher = WritebackPusher(engine, self._client, self._breaker, self._config)
+        self.pusher = WritebackPusher(
+            engine, self._client, self._breaker, self._config, metrics=self._metrics
+        )
         listener_task: asyncio.Task[None] | None = None
         relay_task: asyncio.Task[None] | None = None
         if self._database_url is not None:

@@ -9,6 +9,8 @@ from consumers.jobs import JobsProjection
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from prometheus_client import CollectorRegistry
+
     from consumers.message import Projection
     from sluice.resilience import StateHook
     from sluice.settings import Settings
@@ -22,6 +24,7 @@ def build_projection(
     settings: Settings | None = None,
     *,
     breakers: StateHook | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> Projection[Any]:
     """The projection called `name`, on its default topics unless `topics` are given.
     `breakers` hears the state changes of the circuit breaker a projection calls through."""
@@ -46,5 +49,7 @@ def build_projection(
 
         if settings is None:
             raise ValueError(f"consumer {name!r} needs settings (AIRTABLE_API_KEY)")
-        return AirtableWriteback.from_settings(settings, topics, on_breaker_change=breakers)
+        return AirtableWriteback.from_settings(
+            settings, topics, on_breaker_change=breakers, registry=registry
+        )
     raise ValueError(f"unknown consumer {name!r}; choose one of {', '.join(CONSUMERS)}")

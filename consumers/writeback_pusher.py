@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text
 
+from consumers.writeback_metrics import WritebackMetrics
 from providers.airtable import AirtableUnavailableError
 from schemas.leads import LEADS, LEADS_MAPPING
 from sluice.db import DatabaseUnavailableError, transaction
@@ -182,16 +183,19 @@ _FAILED = text(
 
 
 class WritebackPusher:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the pusher's parts, the optional ones by keyword
         self,
         engine: AsyncEngine,
         client: AirtableClient,
         breaker: CircuitBreaker,
         config: PusherConfig | None = None,
         mapping: TableMapping = LEADS_MAPPING,
+        *,
+        metrics: WritebackMetrics | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
+        self.metrics = metrics or WritebackMetrics()
         self.breaker = breaker
         self._config = config or PusherConfig()
         self._calls = ProviderCalls(breaker, self._config.call_retry)
@@ -219,6 +223,8 @@ class WritebackPusher:
             await self._push(summary)
         finally:
             summary.requests = self._client.requests_sent - sent_before
+            self.metrics.sent(self._client.requests_sent)
+        await self.metrics.sample(self._engine)
         return summary
 
     async def _push(self, summary: PushSummary) -> None:
@@ -312,6 +318,10 @@ class WritebackPusher:
         except TransientError as exc:  # Airtable unavailable, or its breaker open
             await self._record_failure(chunk, str(exc), retry=True, summary=summary)
             return []
+        now = datetime.now(UTC)
+        self.metrics.pushed(
+            [(now - f.app_changed_at).total_seconds() for r in chunk for f in r.push.values()]
+        )
         return chunk
 
     async def _record_failure(

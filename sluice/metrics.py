@@ -62,6 +62,10 @@ MetricName = Literal[
     "sluice_airtable_webhook_refresh_failures",
     "sluice_airtable_payload_errors",
     "sluice_airtable_tables_destroyed",
+    # the write-back to Airtable (consumers/writeback_metrics.py)
+    "sluice_writeback_leads",
+    "sluice_writeback_push_seconds",
+    "sluice_airtable_requests",
     # calls to providers (the write-back consumer, reconcile runs)
     "sluice_provider_breaker_state",
     # operators (sluice pause / resume)
@@ -171,6 +175,19 @@ SPECS: Mapping[MetricName, MetricSpec] = {
     ),
     "sluice_reconcile_last_run_success": MetricSpec(
         Kind.GAUGE, "1 if the last reconcile run had no errors, else 0", ("source",)
+    ),
+    "sluice_writeback_leads": MetricSpec(
+        Kind.GAUGE,
+        "Leads by write-back state (pending, synced, conflict, failed), as lead_sync holds them",
+        ("status",),
+    ),
+    "sluice_writeback_push_seconds": MetricSpec(
+        Kind.HISTOGRAM, "From a staff change of a lead field to Airtable holding it"
+    ),
+    "sluice_airtable_requests": MetricSpec(
+        Kind.COUNTER,
+        "Requests sent to Airtable (its quotas count these), retries included",
+        ("component",),
     ),
     "sluice_recovery_watermark_timestamp_seconds": MetricSpec(
         Kind.GAUGE,

@@ -143,8 +143,18 @@ async def test_airtable_edit_newer_than_the_app_wins_and_is_recorded(
     async with transaction(world.engine) as conn:
         await apply_record_changes(conn, resolver, changes, {world.fake.user_id})
 
-    summary = await world.pusher().push_once()
+    pusher = world.pusher()
+    summary = await pusher.push_once()
     assert summary.conflicts == 1
+    # The consumer's /metrics: the lead in conflict, the claim's push timed, every request.
+    metrics = pusher.metrics.registry
+    assert metrics.get_sample_value("sluice_writeback_leads", {"status": "conflict"}) == 1
+    assert metrics.get_sample_value("sluice_writeback_leads", {"status": "synced"}) == 0
+    assert metrics.get_sample_value("sluice_writeback_push_seconds_count") == 1  # claimed_by
+    sent = {"component": "airtable-writeback"}
+    # Every request of the client, the test's own schema read included.
+    requests = metrics.get_sample_value("sluice_airtable_requests_total", sent)
+    assert requests == world.client.requests_sent >= summary.requests == 1
     assert world.cell(record_id, "Notes") == "from Airtable"
     assert world.cell(record_id, "Claimed By") == "amy"
     conflict = db.execute(
@@ -156,8 +166,12 @@ async def test_airtable_edit_newer_than_the_app_wins_and_is_recorded(
     # Staff keep the app's value: it is stamped again and the next push sends it.
     async with transaction(world.engine) as conn:
         await resolve_conflicts(conn, record_id, ["notes"], keep="app", actor="amy")
-    again = await world.pusher().push_once()
+    second = world.pusher()
+    again = await second.push_once()
     assert again.conflicts == 0
+    after = second.metrics.registry
+    assert after.get_sample_value("sluice_writeback_leads", {"status": "conflict"}) == 0
+    assert after.get_sample_value("sluice_writeback_leads", {"status": "synced"}) == 1
     assert world.cell(record_id, "Notes") == "from the app"
     assert scalar(db, "SELECT status FROM lead_sync WHERE record_id = %s", record_id) == "synced"
     resolved = db.execute("SELECT resolved_by, resolution FROM sync_conflicts").fetchone()
