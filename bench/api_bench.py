@@ -108,7 +108,7 @@ def pages(limit: int, middle_day: str) -> list[tuple[str, str]]:
         ("jobs, work status", f"/api/jobs?{page}&work_status=completed"),
         ("jobs, team member", f"/api/jobs?{page}&team_member=TM13"),
         ("jobs, customer", f"/api/jobs?{page}&customer=C4242"),
-        ("jobs, location and work status", f"/api/jobs?{page}&location=L3&work_status=en_route"),
+        ("jobs, location and team member", f"/api/jobs?{page}&location=L3&team_member=TM3"),
         ("leads, first page", f"/api/leads?{page}"),
         ("leads, claimed by", f"/api/leads?{page}&claimed_by=staff3"),
         ("leads, lead status", f"/api/leads?{page}&lead_status=Won"),
