@@ -167,7 +167,23 @@ def test_app_api_never_5xx_and_refusals_write_nothing(api_url: str, fuzz_db: Con
         "to",
         "limit",
         "claimed_by",
+        "cursor",
+        "location",
+        "work_status",
+        "sync_status",
+        "conflict",
+        "entity",
+        "key",
     }
+    # And the headers a change takes: If-Match with the idempotency key.
+    headers = {
+        p["name"]
+        for item in raw["paths"].values()
+        for op in item.values()
+        for p in op.get("parameters", [])
+        if p["in"] == "header"
+    }
+    assert {"If-Match", "X-Idempotency-Key", "If-None-Match", "Last-Event-ID"} <= headers
 
     @FUZZ
     @given(case=cases(raw, API_TOKEN), auth=auth)
