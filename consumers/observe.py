@@ -101,24 +101,24 @@ async def partition_lag(
     """Messages not yet committed by `group_id`, per partition of `topics`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await admin.start()
+    # Both are closed however this ends: a failed or cancelled start (a sampler's timeout, its
+    # task cancelled at shutdown) included, which would otherwise leave the probe unclosed.
     try:
+        await admin.start()
         await probe.start()
-        try:
-            await probe.topics()  # refreshes metadata, so partitions_for_topic knows them
-            tps = [
-                TopicPartition(topic, partition)
-                for topic in topics
-                for partition in sorted(probe.partitions_for_topic(topic) or ())
-            ]
-            if not tps:
-                return {}
-            committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
-            ends = await probe.end_offsets(tps)
-            starts = await probe.beginning_offsets(tps)
-        finally:
-            await probe.stop()
+        await probe.topics()  # refreshes metadata, so partitions_for_topic knows them
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(probe.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return {}
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        ends = await probe.end_offsets(tps)
+        starts = await probe.beginning_offsets(tps)
     finally:
+        await probe.stop()
         await admin.close()
     lag = {}
     for tp in tps:

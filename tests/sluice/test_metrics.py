@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -153,3 +155,20 @@ def test_no_destination_writes_nothing(database_url: str) -> None:
         "sluice_reconcile_last_run_success", {"source": "airtable"}
     )
     assert sample == 1
+
+
+async def test_a_lag_probe_cut_off_while_starting_is_closed_all_the_same() -> None:
+    # The console's sampler gives each probe a deadline; one that ends it mid-start must not
+    # leave a Kafka client behind (pytest makes its ResourceWarning an error at collection).
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # a broker that takes the connection and says nothing
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(partition_lag(f"127.0.0.1:{port}", "g", ["t"]), 0.5)
+        gc.collect()
+    finally:
+        silent.close()
