@@ -83,7 +83,7 @@ async def test_an_api_change_is_one_trace_from_the_request_to_the_airtable_push(
     [row] = db.execute("SELECT headers->>'traceparent' FROM outbox").fetchall()
     assert trace_of(row[0]) == TRACE_ID
     kept = db.execute("SELECT traceparent FROM lead_sync WHERE record_id = %s", (record_id,))
-    assert trace_of(kept.fetchone()[0]) == TRACE_ID
+    assert trace_of(kept.fetchall()[0][0]) == TRACE_ID
 
     pusher = WritebackPusher(
         engine,
@@ -102,7 +102,7 @@ async def test_an_api_change_is_one_trace_from_the_request_to_the_airtable_push(
     assert airtable.table.records[record_id].cells.get(notes) == "gate 4"
     # Synced: the trace is done with.
     done = db.execute("SELECT traceparent FROM lead_sync WHERE record_id = %s", (record_id,))
-    assert done.fetchone()[0] is None
+    assert done.fetchall() == [(None,)]
 
 
 async def test_a_pings_fetch_writes_records_events_in_the_pings_trace(
