@@ -25,6 +25,7 @@ from sluice.auth import BearerAuth
 from sluice.db import DatabaseUnavailableError, create_engine
 from sluice.health import database_unavailable, healthz
 from sluice.query import ParameterError
+from sluice.tracing import Tracing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -68,8 +69,12 @@ def routes() -> list[Route]:
     ]
 
 
-def create_api_app(settings: Settings) -> BearerAuth | CORSMiddleware:
+def create_api_app(
+    settings: Settings, *, tracing: Tracing | None = None
+) -> BearerAuth | CORSMiddleware:
     database_url = settings.require_database_url()
+    own_tracing = tracing is None  # a tracer given by the caller is the caller's to shut down
+    tracing = tracing or Tracing.from_settings(settings, "sluice-api")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,6 +85,7 @@ def create_api_app(settings: Settings) -> BearerAuth | CORSMiddleware:
         app.state.settings = settings
         app.state.engine = engine
         app.state.feed = feed
+        app.state.tracing = tracing
         feed_task = asyncio.create_task(feed.run())
         try:
             yield
@@ -88,6 +94,8 @@ def create_api_app(settings: Settings) -> BearerAuth | CORSMiddleware:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed_task
             await engine.dispose()
+            if tracing is not None and own_tracing:
+                tracing.shutdown()
 
     app = Starlette(
         routes=routes(),

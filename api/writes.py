@@ -14,6 +14,7 @@ of what the idempotency key remembers, so a replay answers byte for byte the sam
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from schemas.ownership import Ownership
+    from sluice.tracing import Tracing
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -124,6 +126,17 @@ async def _prepare(
     return key, body, parsed
 
 
+def _traced(request: Request) -> contextlib.AbstractContextManager[object]:
+    """The change in a server span while tracing is on: its outbox rows and the lead's push to
+    Airtable are then in the caller's trace (sluice/tracing.py)."""
+    tracing: Tracing | None = getattr(request.app.state, "tracing", None)
+    if tracing is None:
+        return contextlib.nullcontext()
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    name = f"{request.method} {route}"
+    return tracing.server_span(name, request.headers, {"http.request.method": request.method})
+
+
 def precondition(request: Request) -> str | None:
     """The `If-Match` of a single-row change, or None; 428 where the setting requires one."""
     tag = single_header(request, IF_MATCH_HEADER)
@@ -169,13 +182,14 @@ async def state_change(
         if_match = precondition(request) if one_row else None
         key, body, parsed = await _prepare(request, model, ownership)
         path = request.url.path if if_match is None else f"{request.url.path}\n{if_match}"
-        outcome = await run_once(
-            request.app.state.engine,
-            key,
-            request_hash(request.method, path, body),
-            request.app.state.settings.idempotency_ttl_seconds,
-            lambda conn: change(conn, parsed, key, if_match),
-        )
+        with _traced(request):
+            outcome = await run_once(
+                request.app.state.engine,
+                key,
+                request_hash(request.method, path, body),
+                request.app.state.settings.idempotency_ttl_seconds,
+                lambda conn: change(conn, parsed, key, if_match),
+            )
     except ApiError as exc:
         return exc.response()
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}

@@ -27,6 +27,7 @@ from schemas.airtable import SOURCE, AirtablePing
 from schemas.envelope import CloudEvent
 from schemas.topics import CONSUMER_TOPICS, Topic
 from sluice.db import transaction
+from sluice.tracing import TRACEPARENT, continuing
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,6 +44,7 @@ MAX_PAGES_PER_PING = 100  # 20 s at 5 requests/s
 class Ping:
     webhook_id: str
     base_id: str
+    traceparent: str | None = None  # the ping's trace, which its fetch continues
 
 
 class AirtableFetcher:
@@ -73,7 +75,7 @@ class AirtableFetcher:
         except ValidationError as exc:
             raise InvalidMessageError(f"not an Airtable ping event: {exc}") from exc
         ping = event.data
-        return Decoded(event.id, Ping(ping.webhook.id, ping.base.id))
+        return Decoded(event.id, Ping(ping.webhook.id, ping.base.id, message.header(TRACEPARENT)))
 
     async def apply(self, conn: AsyncConnection, items: Sequence[Ping]) -> Applied:
         engine = conn.engine
@@ -83,9 +85,11 @@ class AirtableFetcher:
                 await register_webhook(own, ping.webhook_id, ping.base_id)
             # Airtable unavailable is a TransientError: the batch is retried after a pause.
             try:
-                result = await fetch_webhook(
-                    engine, self._client, ping.webhook_id, max_pages=self._max_pages
-                )
+                # The records events it writes carry the ping's trace (sluice/tracing.py).
+                with continuing(ping.traceparent):
+                    result = await fetch_webhook(
+                        engine, self._client, ping.webhook_id, max_pages=self._max_pages
+                    )
             except UnknownWebhookError as exc:
                 raise InvalidMessageError(f"webhook {exc} is not registered") from exc
             tally.update(("sluice_airtable_payload_errors", (code,)) for code in result.error_codes)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from providers.airtable import AirtableClient
     from sluice.resilience import CircuitBreaker, StateHook
     from sluice.settings import Settings
+    from sluice.tracing import Tracing
 
 WRITEBACK_CHANNEL = "sluice_writeback"
 
@@ -53,9 +54,11 @@ class AirtableWriteback:
         topics: Sequence[str] = CONSUMER_TOPICS["airtable-writeback"],
         config: PusherConfig | None = None,
         metrics: WritebackMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._client = client
         self._metrics = metrics
+        self._tracing = tracing
         self._breaker = breaker
         self._database_url = database_url
         self._topics = tuple(topics)
@@ -70,6 +73,7 @@ class AirtableWriteback:
         *,
         on_breaker_change: StateHook | None = None,
         registry: CollectorRegistry | None = None,
+        tracing: Tracing | None = None,
     ) -> AirtableWriteback:
         from providers.airtable import AirtableClient, breaker  # noqa: PLC0415 - needs pyairtable
 
@@ -79,6 +83,7 @@ class AirtableWriteback:
             database_url=settings.require_database_url(),
             topics=tuple(topics) or (Topic.APP_CHANGES.value,),
             metrics=WritebackMetrics(registry),
+            tracing=tracing,
         )
 
     @property
@@ -106,7 +111,12 @@ class AirtableWriteback:
     async def run_alongside(self, engine: AsyncEngine, stopping: asyncio.Event) -> None:
         """The pusher, for as long as the consumer runs."""
         self.pusher = WritebackPusher(
-            engine, self._client, self._breaker, self._config, metrics=self._metrics
+            engine,
+            self._client,
+            self._breaker,
+            self._config,
+            metrics=self._metrics,
+            tracing=self._tracing,
         )
         listener_task: asyncio.Task[None] | None = None
         relay_task: asyncio.Task[None] | None = None

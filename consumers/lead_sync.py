@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from sluice.jsontext import json_text
+from sluice.tracing import current_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -42,12 +43,15 @@ _STAMP_APP = text(
     """
 )
 
+# The trace of the change that asks (sluice/tracing.py), kept for the push; a mark without one
+# (a consumer applying `app.changes`) keeps the one there.
 _MARK_PENDING = text(
     """
-    INSERT INTO lead_sync (record_id, status, next_attempt_at, updated_at)
-    SELECT r, 'pending', now(), now() FROM unnest(CAST(:ids AS text[])) AS r
+    INSERT INTO lead_sync (record_id, status, next_attempt_at, updated_at, traceparent)
+    SELECT r, 'pending', now(), now(), :traceparent FROM unnest(CAST(:ids AS text[])) AS r
     ON CONFLICT (record_id) DO UPDATE
-    SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    SET status = 'pending', next_attempt_at = now(), updated_at = now(),
+        traceparent = COALESCE(EXCLUDED.traceparent, lead_sync.traceparent)
     """
 )
 
@@ -74,7 +78,8 @@ async def stamp_app_change(conn: AsyncConnection, record_id: str, columns: Seque
 
 async def mark_pending(conn: AsyncConnection, record_ids: Collection[str]) -> None:
     if record_ids:
-        await conn.execute(_MARK_PENDING, {"ids": sorted(set(record_ids))})
+        params = {"ids": sorted(set(record_ids)), "traceparent": current_traceparent()}
+        await conn.execute(_MARK_PENDING, params)
 
 
 async def stamp_airtable_changes(

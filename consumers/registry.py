@@ -14,17 +14,19 @@ if TYPE_CHECKING:
     from consumers.message import Projection
     from sluice.resilience import StateHook
     from sluice.settings import Settings
+    from sluice.tracing import Tracing
 
 CONSUMERS = ("jobs", "airtable-fetcher", "leads", "airtable-writeback")
 
 
-def build_projection(
+def build_projection(  # noqa: PLR0913 - what a consumer is built from, by keyword after topics
     name: str,
     topics: Sequence[str] = (),
     settings: Settings | None = None,
     *,
     breakers: StateHook | None = None,
     registry: CollectorRegistry | None = None,
+    tracing: Tracing | None = None,
 ) -> Projection[Any]:
     """The projection called `name`, on its default topics unless `topics` are given.
     `breakers` hears the state changes of the circuit breaker a projection calls through."""
@@ -50,6 +52,6 @@ def build_projection(
         if settings is None:
             raise ValueError(f"consumer {name!r} needs settings (AIRTABLE_API_KEY)")
         return AirtableWriteback.from_settings(
-            settings, topics, on_breaker_change=breakers, registry=registry
+            settings, topics, on_breaker_change=breakers, registry=registry, tracing=tracing
         )
     raise ValueError(f"unknown consumer {name!r}; choose one of {', '.join(CONSUMERS)}")

@@ -40,12 +40,17 @@ async def serve_consumer(
     # The metrics registry comes first: a projection that calls a provider through a circuit
     # breaker reports the breaker's state into it.
     registry = CollectorRegistry() if settings.metrics_port is not None else None
+    tracing = Tracing.from_settings(settings, f"sluice-consume-{name}")
     projection = build_projection(
-        name, topics, settings, breakers=BreakerReport(registry), registry=registry
+        name,
+        topics,
+        settings,
+        breakers=BreakerReport(registry),
+        registry=registry,
+        tracing=tracing,
     )
     alongside = projection if isinstance(projection, RunsAlongside) else None
     config = ConsumerConfig.from_settings(settings, name, group_id=group_id)
-    tracing = Tracing.from_settings(settings, f"sluice-consume-{name}")
     if tracing is not None:
         from consumers.tracing import TracedProjection  # noqa: PLC0415 - optional extra
 

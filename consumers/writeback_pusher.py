@@ -39,11 +39,13 @@ from sluice.jsontext import json_text
 from sluice.resilience import Backoff, ProviderCalls, RetryPolicy
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from providers.airtable import AirtableClient
     from schemas.airtable_mapping import TableMapping
     from sluice.resilience import CircuitBreaker
+    from sluice.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +96,17 @@ class _Record:
     table_id: str
     push: dict[str, _Field] = field(default_factory=dict)
     conflicts: list[_Field] = field(default_factory=list)
+    traceparent: str | None = None  # of the change that asked for the push
+
+
+def _end(spans: list[Span], error: BaseException | None) -> None:
+    for span in spans:
+        if error is not None:
+            from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415 - optional extra
+
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
 
 
 def _cell(value: Any) -> Any:  # noqa: ANN401 - any column value
@@ -114,7 +127,7 @@ _CLAIM = text(
     )
     UPDATE lead_sync AS s SET claimed_until = now() + make_interval(secs => :lease)
     FROM due WHERE s.record_id = due.record_id
-    RETURNING s.record_id
+    RETURNING s.record_id, s.traceparent
     """
 )
 
@@ -163,7 +176,11 @@ _DONE = text(
             WHERE c.record_id = s.record_id AND c.resolved_at IS NULL
         ) THEN 'conflict' ELSE 'synced' END,
         attempts = 0, last_error = NULL, synced_at = now(), claimed_until = NULL,
-        next_attempt_at = now(), updated_at = now()
+        next_attempt_at = now(), updated_at = now(),
+        traceparent = CASE WHEN EXISTS (
+            SELECT 1 FROM lead_sync_fields AS f WHERE f.record_id = s.record_id
+              AND f.app_changed_at > COALESCE(f.pushed_app_changed_at, '-infinity')
+        ) THEN s.traceparent END
     WHERE s.record_id = ANY(CAST(:ids AS text[]))
     """
 )
@@ -192,10 +209,12 @@ class WritebackPusher:
         mapping: TableMapping = LEADS_MAPPING,
         *,
         metrics: WritebackMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self.metrics = metrics or WritebackMetrics()
+        self._tracing = tracing
         self.breaker = breaker
         self._config = config or PusherConfig()
         self._calls = ProviderCalls(breaker, self._config.call_retry)
@@ -249,12 +268,9 @@ class WritebackPusher:
         c = self._config
         app_columns = ", ".join(LEADS.app)
         async with transaction(self._engine) as conn:
-            ids = [
-                row[0]
-                for row in await conn.execute(
-                    _CLAIM, {"limit": c.claim_max, "lease": c.lease_seconds}
-                )
-            ]
+            claimed = await conn.execute(_CLAIM, {"limit": c.claim_max, "lease": c.lease_seconds})
+            traces = {row.record_id: row.traceparent for row in claimed}
+            ids = list(traces)
             if not ids:
                 return []
             leads = {
@@ -271,7 +287,11 @@ class WritebackPusher:
             gone = [i for i in ids if i not in leads or leads[i].deleted_at is not None]
             if gone:
                 await self._fail(conn, gone, "the lead is deleted in Airtable", retry_in=None)
-        records = {i: _Record(i, leads[i].base_id, leads[i].table_id) for i in ids if i not in gone}
+        records = {
+            i: _Record(i, leads[i].base_id, leads[i].table_id, traceparent=traces[i])
+            for i in ids
+            if i not in gone
+        }
         for row in unpushed:
             record = records.get(row.record_id)
             if record is None or row.column_name not in self._fields:
@@ -305,9 +325,11 @@ class WritebackPusher:
         async def update() -> None:
             await asyncio.to_thread(self._client.update_records, base_id, table_id, body)
 
+        spans = self._spans(base_id, chunk)
         try:
             await self._calls(update)
         except InvalidInputError as exc:
+            _end(spans, exc)
             if len(chunk) > 1:  # one bad record must not hold back the other nine
                 pushed: list[_Record] = []
                 for record in chunk:
@@ -316,13 +338,28 @@ class WritebackPusher:
             await self._record_failure(chunk, str(exc), retry=False, summary=summary)
             return []
         except TransientError as exc:  # Airtable unavailable, or its breaker open
+            _end(spans, exc)
             await self._record_failure(chunk, str(exc), retry=True, summary=summary)
             return []
+        _end(spans, None)
         now = datetime.now(UTC)
         self.metrics.pushed(
             [(now - f.app_changed_at).total_seconds() for r in chunk for f in r.push.values()]
         )
         return chunk
+
+    def _spans(self, base_id: str, chunk: list[_Record]) -> list[Span]:
+        """One client span per lead pushed, in the trace of the change that asked for it."""
+        if self._tracing is None:
+            return []
+        return [
+            self._tracing.client_span(
+                "PATCH airtable records",
+                traceparent=r.traceparent,
+                attributes={"sluice.lead": r.record_id, "sluice.airtable_base": base_id},
+            )
+            for r in chunk
+        ]
 
     async def _record_failure(
         self, chunk: list[_Record], error: str, *, retry: bool, summary: PushSummary

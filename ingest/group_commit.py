@@ -25,7 +25,7 @@ import structlog
 
 from ingest.record import NewEvent, Recorded, RejectedEventError, record_events_on
 from sluice.db import DatabaseUnavailableError, is_transient, libpq_url, unavailable
-from sluice.tracing import TRACEPARENT, current_traceparent
+from sluice.tracing import stamp_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,9 +65,7 @@ class GroupCommitWriter:
     async def record(self, event: NewEvent) -> Recorded:
         if not self._tasks:
             raise RuntimeError("GroupCommitWriter is not started")
-        traceparent = current_traceparent()  # set only while tracing is on (sluice.tracing)
-        if traceparent is not None:
-            event.message.headers[TRACEPARENT] = traceparent
+        stamp_traceparent(event.message.headers)  # only while tracing is on (sluice.tracing)
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((event, future))
         # A caller that gives up (a timeout) cancels only its own future: the event is queued

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.db import driver_connection
 from sluice.jsontext import json_text
+from sluice.tracing import stamp_traceparent
 
 if TYPE_CHECKING:
     import uuid
@@ -88,7 +89,9 @@ def lock_params(messages: Sequence[OutboxMessage]) -> dict[str, Any]:
 
 
 def message_row(message: OutboxMessage) -> dict[str, Any]:
-    """A message as a row of a rows document (MESSAGE_COLUMNS)."""
+    """A message as a row of a rows document (MESSAGE_COLUMNS), with the current trace if
+    there is one (sluice/tracing.py)."""
+    stamp_traceparent(message.headers)
     return {
         "topic": message.topic,
         "key": message.key,

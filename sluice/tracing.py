@@ -10,6 +10,13 @@ Off by default (`SLUICE_TRACING=off`) and optional: the `otel` extra brings the 
 4. the consumer starts its span around the projection's database write with that context as
    parent (`consumers/tracing.py`).
 
+The App API does the same for every change: a server span, whose `traceparent` goes into the
+outbox rows of `app.changes` and into the lead's `lead_sync` row, so the write-back's push to
+Airtable is a span of the same trace. The Airtable fetcher continues each ping's trace while it
+fetches (`continuing`), so the records events it writes, and the leads consumer's write, are in
+the ping's trace too. Every outbox row written while a trace is current carries it
+(`stamp_traceparent`).
+
 With tracing off nothing here is imported from OpenTelemetry and the hot path reads one unset
 context variable.
 """
@@ -35,8 +42,29 @@ _current_traceparent: ContextVar[str | None] = ContextVar("sluice_traceparent", 
 
 
 def current_traceparent() -> str | None:
-    """The `traceparent` of the ingest span handling this request, if tracing is on."""
+    """The `traceparent` of the span this task works for (a request, a ping being fetched), if
+    tracing is on."""
     return _current_traceparent.get()
+
+
+def stamp_traceparent(headers: dict[str, str]) -> None:
+    """Give an outbox message the current trace, unless it carries one already."""
+    traceparent = _current_traceparent.get()
+    if traceparent is not None and TRACEPARENT not in headers:
+        headers[TRACEPARENT] = traceparent
+
+
+@contextlib.contextmanager
+def continuing(traceparent: str | None) -> Iterator[None]:
+    """Work in the block is part of the trace `traceparent` names (none: as it was)."""
+    if traceparent is None:
+        yield
+        return
+    token = _current_traceparent.set(traceparent)
+    try:
+        yield
+    finally:
+        _current_traceparent.reset(token)
 
 
 class Tracing:
@@ -86,19 +114,29 @@ class Tracing:
         """Flush spans still buffered; call once at stop."""
         self.provider.shutdown()
 
-    @contextlib.contextmanager
-    def ingest_span(self, source: str, headers: Mapping[str, str]) -> Iterator[Span]:
+    def ingest_span(
+        self, source: str, headers: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[Span]:
         """A server span for one webhook request, child of the caller's `traceparent` if any."""
+        return self.server_span(
+            f"POST /webhooks/{source}",
+            headers,
+            {"http.request.method": "POST", "sluice.source": source},
+        )
+
+    @contextlib.contextmanager
+    def server_span(
+        self, name: str, headers: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> Iterator[Span]:
+        """A server span for one request, child of the caller's `traceparent` if any; its own
+        `traceparent` is current in the block."""
         from opentelemetry.trace import SpanKind  # noqa: PLC0415
 
         parent = self._propagator.extract(
             {k: headers[k] for k in (TRACEPARENT, TRACESTATE) if k in headers}
         )
         with self.tracer.start_as_current_span(
-            f"POST /webhooks/{source}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "sluice.source": source},
+            name, context=parent, kind=SpanKind.SERVER, attributes=dict(attributes)
         ) as span:
             token = _current_traceparent.set(self.traceparent_of(span))
             try:
@@ -122,6 +160,17 @@ class Tracing:
             attributes["messaging.consumer.group.name"] = group
         return self.tracer.start_span(
             f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+
+    def client_span(
+        self, name: str, *, traceparent: str | None, attributes: Mapping[str, str]
+    ) -> Span:
+        """A started client span (a call to a provider) in the trace `traceparent` names."""
+        from opentelemetry.trace import SpanKind  # noqa: PLC0415
+
+        parent = self._propagator.extract({TRACEPARENT: traceparent} if traceparent else {})
+        return self.tracer.start_span(
+            name, context=parent, kind=SpanKind.CLIENT, attributes=dict(attributes)
         )
 
     def traceparent_of(self, span: Span) -> str | None:
