@@ -18,17 +18,14 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 from console_bench import measure, served  # bench/ is on sys.path
-from consumer_bench import drop_database, fresh_database
+from consumer_bench import bench_database
 
 from api.app import create_api_app
-from devkit.embedded import EmbeddedPostgres
 from sluice.db import libpq_url
 from sluice.logging import configure_logging
 from sluice.settings import Settings
@@ -143,21 +140,9 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("console", "warning")
     print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
-    postgres = None
-    server_url = os.environ.get("DATABASE_URL")
-    try:
-        if server_url is None:
-            postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
-            server_url = postgres.start()
-        database_url = fresh_database(server_url)
-        try:
-            fill(database_url, args.jobs, args.leads)
-            met = asyncio.run(serve_and_measure(database_url, args))
-        finally:
-            drop_database(server_url, database_url)
-    finally:
-        if postgres is not None:
-            postgres.stop()
+    with bench_database() as database_url:
+        fill(database_url, args.jobs, args.leads)
+        met = asyncio.run(serve_and_measure(database_url, args))
     print(f"target p95 < {TARGET_P95_MS:.0f} ms on every list: {'met' if met else 'NOT met'}")
     return 0 if met else 1
 

@@ -22,18 +22,16 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import psycopg
 import uvicorn
-from consumer_bench import drop_database, fresh_database  # bench/ is on sys.path
+from consumer_bench import bench_database  # bench/ is on sys.path
 
-from devkit.embedded import EmbeddedPostgres, free_port
+from devkit.embedded import free_port
 from devkit.simulate import square_event
 from recovery.admin import create_admin_app
 from sluice.db import libpq_url
@@ -232,21 +230,9 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("console", "warning")
     print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
-    postgres = None
-    server_url = os.environ.get("DATABASE_URL")
-    try:
-        if server_url is None:
-            postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
-            server_url = postgres.start()
-        database_url = fresh_database(server_url)
-        try:
-            ids = fill(database_url, args.events, args.days)
-            met = asyncio.run(serve_and_measure(database_url, ids, args))
-        finally:
-            drop_database(server_url, database_url)
-    finally:
-        if postgres is not None:
-            postgres.stop()
+    with bench_database() as database_url:
+        ids = fill(database_url, args.events, args.days)
+        met = asyncio.run(serve_and_measure(database_url, ids, args))
     print(f"target p95 < {TARGET_P95_MS:.0f} ms on every page: {'met' if met else 'NOT met'}")
     return 0 if met else 1
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -43,6 +44,9 @@ from sluice.db import create_engine, libpq_url
 from sluice.logging import configure_logging
 from sluice.migrate import upgrade
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 KEY = "bench-signature-key"
 
 
@@ -60,6 +64,26 @@ def drop_database(admin_url: str, url: str) -> None:
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         conn.execute("CHECKPOINT")
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh migrated database for one run, dropped after it: on DATABASE_URL's server (a stock
+    PostgreSQL) when it is set, else on an embedded server started for the run."""
+    postgres = None
+    server_url = os.environ.get("DATABASE_URL")
+    try:
+        if server_url is None:
+            postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
+            server_url = postgres.start()
+        database_url = fresh_database(server_url)
+        try:
+            yield database_url
+        finally:
+            drop_database(server_url, database_url)
+    finally:
+        if postgres is not None:
+            postgres.stop()
 
 
 def events(count: int) -> list[dict[str, Any]]:
