@@ -8,18 +8,17 @@ the other components, exactly as an operator would configure them against real A
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from devkit.embedded import die_with_parent, free_port
+from devkit.fake_process import start_fake_api
 from devkit.fakes.airtable import FakeAirtable
 
 if TYPE_CHECKING:
+    import subprocess
+
     from sluice.settings import Settings
 
 # The base `sluice dev` seeds in its fake Airtable, with a Leads table.
@@ -38,15 +37,12 @@ class DevAirtable:
 def start_dev_airtable(settings: Settings, database_url: str, ingest_port: int) -> DevAirtable:
     if settings.airtable_api_url is not None:
         return DevAirtable()  # a real (or own) Airtable API: configured by the operator
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "sluice", "airtable", "fake-api", "--port", str(port)],
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - before any thread
-        start_new_session=True,
+    headers = {"authorization": f"Bearer {FAKE_TOKEN}"}
+    process, url = start_fake_api(
+        "airtable",
+        lambda url: httpx.get(f"{url}/v0/meta/bases/{DEV_BASE_ID}/tables", headers=headers),
     )
     try:
-        _wait_answering(f"{url}/v0/meta/bases/{DEV_BASE_ID}/tables")
         notification_url = f"http://127.0.0.1:{ingest_port}/webhooks/airtable"
         webhook_id, mac = asyncio.run(_register(database_url, url, notification_url))
     except BaseException:
@@ -87,15 +83,3 @@ async def _register(database_url: str, api_url: str, notification_url: str) -> t
     finally:
         await engine.dispose()
     return created.webhook_id, created.mac_secret_base64
-
-
-def _wait_answering(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, headers={"authorization": f"Bearer {FAKE_TOKEN}"}, timeout=1)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        else:
-            return
-    raise RuntimeError("the fake Airtable API did not start")

@@ -11,18 +11,17 @@ operator would configure them against real Square.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from devkit.embedded import die_with_parent, free_port
+from devkit.fake_process import start_fake_api
 from devkit.fakes.square import FakeSquare
 
 if TYPE_CHECKING:
+    import subprocess
+
     from sluice.settings import Settings
 
 FAKE_TOKEN = FakeSquare.token
@@ -38,18 +37,11 @@ class DevSquare:
 def start_dev_square(settings: Settings) -> DevSquare:
     if settings.square_api_url is not None:
         return DevSquare()  # a real (or own) Square API: configured by the operator
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "sluice", "square", "fake-api", "--port", str(port)],
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - before any thread
-        start_new_session=True,
+    headers = {"authorization": f"Bearer {FAKE_TOKEN}"}
+    # Its first request is EnableEvents, as an operator enables event search once.
+    process, url = start_fake_api(
+        "square", lambda url: httpx.put(f"{url}/v2/events/enable", headers=headers, timeout=1)
     )
-    try:
-        _enable_event_search(url)
-    except BaseException:
-        process.terminate()
-        raise
     return DevSquare(
         process=process,
         env={"SQUARE_API_URL": url, "SQUARE_ACCESS_TOKEN": FAKE_TOKEN},
@@ -59,18 +51,3 @@ def start_dev_square(settings: Settings) -> DevSquare:
             "square_event_search": "enabled",
         },
     )
-
-
-def _enable_event_search(url: str, timeout: float = 20) -> None:
-    """EnableEvents, once the fake answers."""
-    deadline = time.monotonic() + timeout
-    headers = {"authorization": f"Bearer {FAKE_TOKEN}"}
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.put(f"{url}/v2/events/enable", headers=headers, timeout=1)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-            continue
-        response.raise_for_status()
-        return
-    raise RuntimeError("the fake Square API did not start")
