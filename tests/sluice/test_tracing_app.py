@@ -6,10 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from api.app import create_api_app
@@ -20,30 +16,19 @@ from providers.airtable import breaker_counts
 from sluice.db import transaction
 from sluice.resilience import CircuitBreaker
 from sluice.settings import Settings
-from sluice.tracing import Tracing
 from tests.support.airtable import register
 from tests.support.api import API_TOKEN, insert_lead, key
 from tests.support.services import running_server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from sluice.tracing import Tracing
     from tests.support.airtable import Airtable, Conn
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[Tracing, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing = Tracing(provider)
-    yield tracing, exporter
-    tracing.shutdown()
 
 
 def trace_of(traceparent: str | None) -> str | None:
