@@ -15,7 +15,7 @@ from api.announce import announce, change_message
 from api.paging import decode_cursor, encode_cursor
 from api.responses import ApiError, etag_response, paged_response, path_id, row_etag
 from api.transitions import allowed_from, is_allowed
-from api.writes import check_precondition, state_change
+from api.writes import check_precondition, row_endpoint, state_change
 from schemas.app_api import MAX_ID_LENGTH, AppChange, BulkStatus, JobPatch
 from schemas.projections import JOBS
 from sluice.db import transaction
@@ -170,14 +170,7 @@ async def _patch(
     return 200, _row(updated)
 
 
-async def patch_job(request: Request) -> Response:
-    booking_id = path_id(request, "job")
-    return await state_change(
-        request,
-        JobPatch,
-        JOBS,
-        lambda conn, body, key, if_match: _patch(conn, body, key, booking_id, if_match),
-    )
+patch_job = row_endpoint("job", JobPatch, JOBS, _patch)
 
 
 async def _bulk(

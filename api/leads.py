@@ -13,7 +13,7 @@ from sqlalchemy import text
 from api.announce import announce, change_message
 from api.paging import decode_cursor, encode_cursor
 from api.responses import ApiError, etag_response, paged_response, path_id, row_etag
-from api.writes import check_precondition, state_change
+from api.writes import check_precondition, row_endpoint
 from consumers.lead_sync import (
     open_conflicts,
     resolve_conflicts,
@@ -257,51 +257,16 @@ async def _retry(
     return await _unchanged(conn, row)
 
 
-async def resolve_lead(request: Request) -> Response:
-    record_id = path_id(request, "lead")
-    return await state_change(
-        request,
-        Resolve,
-        LEADS,
-        lambda conn, body, key, if_match: _resolve(conn, body, key, record_id, if_match),
-    )
+resolve_lead = row_endpoint("lead", Resolve, LEADS, _resolve)
 
 
-async def retry_lead(request: Request) -> Response:
-    record_id = path_id(request, "lead")
-    return await state_change(
-        request,
-        Retry,
-        LEADS,
-        lambda conn, body, key, if_match: _retry(conn, body, key, record_id, if_match),
-    )
+retry_lead = row_endpoint("lead", Retry, LEADS, _retry)
 
 
-async def claim_lead(request: Request) -> Response:
-    record_id = path_id(request, "lead")
-    return await state_change(
-        request,
-        Claim,
-        LEADS,
-        lambda conn, body, key, if_match: _claim(conn, body, key, record_id, if_match),
-    )
+claim_lead = row_endpoint("lead", Claim, LEADS, _claim)
 
 
-async def unclaim_lead(request: Request) -> Response:
-    record_id = path_id(request, "lead")
-    return await state_change(
-        request,
-        Unclaim,
-        LEADS,
-        lambda conn, body, key, if_match: _unclaim(conn, body, key, record_id, if_match),
-    )
+unclaim_lead = row_endpoint("lead", Unclaim, LEADS, _unclaim)
 
 
-async def patch_lead(request: Request) -> Response:
-    record_id = path_id(request, "lead")
-    return await state_change(
-        request,
-        LeadPatch,
-        LEADS,
-        lambda conn, body, key, if_match: _patch(conn, body, key, record_id, if_match),
-    )
+patch_lead = row_endpoint("lead", LeadPatch, LEADS, _patch)

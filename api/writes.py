@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.idempotency import MAX_KEY_LENGTH, request_hash, run_once
 from api.ownership_check import source_owned
-from api.responses import ApiError, json_response, row_etag, single_header
+from api.responses import ApiError, json_response, path_id, row_etag, single_header
 from sluice.body import BodyTooLargeError, read_limited
 from sluice.jsontext import (
     MAX_DEPTH,
@@ -199,3 +199,24 @@ async def state_change(
         elif outcome.status == 412 and isinstance(outcome.body.get("etag"), str):
             headers["ETag"] = outcome.body["etag"]
     return json_response(outcome.body, outcome.status, headers)
+
+
+def row_endpoint(
+    what: str,
+    model: type[M],
+    ownership: Ownership,
+    change: Callable[[AsyncConnection, M, str, str, str | None], Awaitable[tuple[int, Any]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of a change to the one row the path's `{id}` names (`what`: job, lead):
+    `change(conn, body, key, id, if_match)` through `state_change`."""
+
+    async def endpoint(request: Request) -> Response:
+        row_id = path_id(request, what)
+        return await state_change(
+            request,
+            model,
+            ownership,
+            lambda conn, body, key, if_match: change(conn, body, key, row_id, if_match),
+        )
+
+    return endpoint
