@@ -386,9 +386,11 @@ class Settings(BaseSettings):
     def _normalise_dsn(cls, value: str | None) -> str | None:
         return None if value is None else normalise_database_url(value)
 
-    @field_validator("square_webhook_signature_keys", mode="before")
+    @field_validator(
+        "square_webhook_signature_keys", "airtable_user_ids", "api_cors_origins", mode="before"
+    )
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
 
     @field_validator("square_webhook_signature_keys")
@@ -398,16 +400,6 @@ class Settings(BaseSettings):
             if is_placeholder(key.get_secret_value()):
                 raise ValueError("a placeholder value is not a signature key")
         return keys
-
-    @field_validator("airtable_user_ids", mode="before")
-    @classmethod
-    def _split_user_ids(cls, value: object) -> object:
-        return _split_csv(value)
-
-    @field_validator("api_cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        return _split_csv(value)
 
     @field_validator("api_cors_origins")
     @classmethod
