@@ -20,15 +20,17 @@ from recovery.runs import EXIT_LOCKED, reconcile
 from recovery.summary import RunSummary
 from sluice.db import create_engine
 from sluice.resilience import BreakerState
-from sluice.settings import Settings
 from tests.support.recovery import apply_as_jobs_consumer, clear_outbox, outbox_rows
 from tests.support.services import running_server
+from tests.support.square import reconcile_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     import psycopg
+
+    from sluice.settings import Settings
 
 NOW = datetime.now(UTC)
 
@@ -42,13 +44,7 @@ async def fake_square() -> AsyncIterator[tuple[FakeSquare, str]]:
 
 @pytest.fixture
 def square_settings(database_url: str, fake_square: tuple[FakeSquare, str]) -> Settings:
-    fake, url = fake_square
-    return Settings(
-        DATABASE_URL=database_url,
-        SQUARE_API_URL=url,
-        SQUARE_ACCESS_TOKEN=fake.token,
-        SQUARE_REQUESTS_PER_SECOND=1000,
-    )
+    return reconcile_settings(database_url, *fake_square)
 
 
 def seed(fake: FakeSquare, bookings: int = 3) -> tuple[dict[str, Any], list[dict[str, Any]]]:

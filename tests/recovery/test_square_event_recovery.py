@@ -14,9 +14,9 @@ from devkit.fakes.square import FakeSquare
 from recovery.journey import find_journey
 from recovery.runs import default_square_window, reconcile
 from sluice.db import create_engine
-from sluice.settings import Settings
 from tests.support.recovery import apply_as_jobs_consumer, outbox_rows, store_events
 from tests.support.services import running_server
+from tests.support.square import reconcile_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from devkit.fakes.faults import RecordedRequest
+    from sluice.settings import Settings
 
 NOW = datetime.now(UTC)
 RECOVERED = {"sluice-recovered": "square-events-api"}
@@ -38,13 +39,7 @@ async def square() -> AsyncIterator[tuple[FakeSquare, str]]:
 
 @pytest.fixture
 def settings(database_url: str, square: tuple[FakeSquare, str]) -> Settings:
-    fake, url = square
-    return Settings(
-        DATABASE_URL=database_url,
-        SQUARE_API_URL=url,
-        SQUARE_ACCESS_TOKEN=fake.token,
-        SQUARE_REQUESTS_PER_SECOND=1000,
-    )
+    return reconcile_settings(database_url, *square)
 
 
 def stored(db: psycopg.Connection[Any]) -> dict[str, dict[str, str]]:
