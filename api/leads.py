@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from api.announce import announce, change_message
-from api.paging import decode_cursor, encode_cursor
-from api.responses import ApiError, etag_response, paged_response, path_id, row_etag
+from api.paging import decode_cursor, encode_cursor, paged_response
+from api.responses import ApiError, etag_response, path_id, row_etag
 from api.writes import check_precondition, row_endpoint
 from consumers.lead_sync import (
     open_conflicts,

@@ -9,10 +9,12 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any
 
+from api.responses import etag_response
 from sluice.query import ParameterError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.responses import Response
 
 MAX_CURSOR_LENGTH = 600
 
@@ -45,3 +47,17 @@ def next_link(request: Request, cursor: str | None) -> str | None:
         return None
     url = request.url.include_query_params(cursor=cursor)
     return f"{url.path}?{url.query}"
+
+
+def paged_response(
+    request: Request,
+    body: dict[str, Any],
+    cursor: str | None,
+) -> Response:
+    """A page of a list: its rows, `next` (the next page's link, or null on the last) and the
+    same link as `Link: <...>; rel="next"`, with the ETag of the whole page."""
+    link = next_link(request, cursor)
+    response = etag_response(request, {**body, "next": link})
+    if link is not None:
+        response.headers["Link"] = f'<{link}>; rel="next"'
+    return response

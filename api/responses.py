@@ -87,22 +87,6 @@ def etag_response(
     return Response(content, 200, headers=headers, media_type="application/json")
 
 
-def paged_response(
-    request: Request,
-    body: dict[str, Any],
-    cursor: str | None,
-) -> Response:
-    """A page of a list: its rows, `next` (the next page's link, or null on the last) and the
-    same link as `Link: <...>; rel="next"`, with the ETag of the whole page."""
-    from api.paging import next_link  # noqa: PLC0415 - paging builds on this module
-
-    link = next_link(request, cursor)
-    response = etag_response(request, {**body, "next": link})
-    if link is not None:
-        response.headers["Link"] = f'<{link}>; rel="next"'
-    return response
-
-
 async def api_error_response(_: Request, exc: Exception) -> Response:
     """Starlette exception handler: an ApiError raised anywhere becomes its answer."""
     if not isinstance(exc, ApiError):

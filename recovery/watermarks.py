@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 EVENTS = "square:events"
 CUSTOMERS = "square:customers"
-PASSES = (EVENTS, CUSTOMERS)
 
 _READ = text('SELECT watermark FROM recovery_watermarks WHERE "pass" = :name')
 # Never backwards: an overlapping run that finishes late must not undo a later one's progress.
