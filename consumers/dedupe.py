@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sluice.db import DatabaseUnavailableError, autocommit, driver_connection
+from sluice.db import DatabaseUnavailableError, driver_connection
 from sluice.jsontext import json_text
+from sluice.prune import BATCH, batched_delete, delete_in_batches
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -117,47 +118,51 @@ def nul_free(value: str) -> str:
     return value.replace("\x00", "")
 
 
-# Old records of one consumer, a batch at a time, so no delete holds many locks for long: its
-# dedupe records, and the outcomes of its journey (consumers/journey.py), which live as long.
-_PRUNES = [
-    f"""
-    DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM {table}
-        WHERE consumer = %(consumer)s AND {column} < now() - make_interval(days => %(days)s)
-        LIMIT %(batch)s))
-    """  # noqa: S608 - our own table names
+# Old records of one consumer: its dedupe records, and the outcomes of its journey
+# (consumers/journey.py), which live as long; and its dead letters, which have their own retention.
+_AGED = "consumer = %(consumer)s AND {} < now() - make_interval(days => %(days)s)"
+_PRUNE_CLAIMS = [
+    batched_delete(table, _AGED.format(column))
     for table, column in (("consumer_dedupe", "applied_at"), ("event_outcomes", "recorded_at"))
 ]
+_PRUNE_DEAD_LETTERS = batched_delete("dead_letters", _AGED.format("created_at"))
 
 
 async def prune_claims(
-    engine: AsyncEngine, consumer: str, retention_days: int, *, batch: int = 10_000
+    engine: AsyncEngine,
+    consumer: str,
+    retention_days: int,
+    *,
+    dead_letter_days: int = 0,
+    batch: int = BATCH,
 ) -> int:
-    """Delete `consumer`'s records (and journey outcomes) older than `retention_days`; returns
-    how many dedupe records went.
+    """Delete `consumer`'s records (and journey outcomes) older than `retention_days`, and its
+    dead letters older than `dead_letter_days` (0: kept); returns how many dedupe records went.
 
     A record only has to outlive every redelivery of its event: Kafka's retention of the topic,
     and the age of anything one would replay. The retention setting must be longer than both.
     """
-    params = {"consumer": consumer, "days": retention_days, "batch": batch}
-    pruned = [0, 0]
-    for n, statement in enumerate(_PRUNES):
-        while True:
-            async with autocommit(engine) as conn:
-                cursor = await (await driver_connection(conn)).execute(statement, params)
-            pruned[n] += cursor.rowcount
-            if cursor.rowcount < batch:
-                break
+    params = {"consumer": consumer, "days": retention_days}
+    pruned = [await delete_in_batches(engine, s, params, batch=batch) for s in _PRUNE_CLAIMS]
+    if dead_letter_days:
+        params = {"consumer": consumer, "days": dead_letter_days}
+        await delete_in_batches(engine, _PRUNE_DEAD_LETTERS, params, batch=batch)
     return pruned[0]
 
 
 async def keep_pruned(
-    engine: AsyncEngine, consumer: str, retention_days: int, every_seconds: float = 3600.0
+    engine: AsyncEngine,
+    consumer: str,
+    retention_days: int,
+    dead_letter_days: int = 0,
+    every_seconds: float = 3600.0,
 ) -> None:
     """Prune `consumer`'s old records now and then, until cancelled; an outage waits a turn."""
     while True:
         try:
-            pruned = await prune_claims(engine, consumer, retention_days)
+            pruned = await prune_claims(
+                engine, consumer, retention_days, dead_letter_days=dead_letter_days
+            )
         except DatabaseUnavailableError as exc:
             log.warning("consumer.dedupe_prune_failed", consumer=consumer, error=str(exc))
         else:

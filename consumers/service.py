@@ -69,7 +69,14 @@ async def serve_consumer(
         if alongside is None
         else asyncio.create_task(alongside.run_alongside(engine, runtime.stopping))
     )
-    pruning = asyncio.create_task(keep_pruned(engine, runtime.name, settings.dedupe_retention_days))
+    pruning = asyncio.create_task(
+        keep_pruned(
+            engine,
+            runtime.name,
+            settings.dedupe_retention_days,
+            settings.dead_letter_retention_days,
+        )
+    )
     try:
         stopping = asyncio.create_task(runtime.stopping.wait())
         done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,7 @@ from ingest.airtable import airtable_webhook
 from ingest.group_commit import GroupCommitWriter
 from ingest.health import healthz, readyz
 from ingest.observe import IngestMetrics
+from ingest.partitions import keep_up
 from ingest.router import Webhook, WebhookRouter
 from ingest.square import square_webhook
 from ingest.state import IngestState
@@ -61,10 +64,14 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 detail="SQUARE_WEBHOOK_SIGNATURE_KEYS or SQUARE_WEBHOOK_URL is not set; "
                 "POST /webhooks/square refuses every request",
             )
+        store_upkeep = asyncio.create_task(keep_up(engine, settings.event_retention_days))
         try:
             async with metrics.answers.flushing(engine):
                 yield
         finally:
+            store_upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await store_upkeep
             await writer.stop()
             await engine.dispose()
             if tracing is not None:

@@ -1,7 +1,9 @@
 """Recording inbound events: the event row and its outbox row, together or not at all.
 
 Used by every path that brings provider events in (webhooks, fetchers, the reconciler), so all of
-them dedupe the same way: UNIQUE(source, provider_event_id), first writer wins. A webhook delivery
+them dedupe the same way: one `event_keys` row per (source, provider_event_id), first writer
+wins (the event store is partitioned by time, so its own indexes cannot say; see
+schemas/event_partitions.py). A webhook delivery
 of an event already stored leaves a delivery_repeats row (its headers, the key that verified it),
 written with the answer's transaction, so the event's journey shows every retry.
 """
@@ -103,29 +105,33 @@ _RECORD = f"""
             occurred_at, received_at, body, delivery_headers, retry_number, retry_reason,
             initial_delivery_at, signature_key, topic, key, payload, headers, event_id, n)
     ),
+    keyed AS (
+        INSERT INTO event_keys (source, provider_event_id, event_id, received_at)
+        SELECT source, provider_event_id, id, received_at FROM m
+        ON CONFLICT (source, provider_event_id) DO NOTHING
+        RETURNING event_id AS id, source, provider_event_id
+    ),
     ins AS (
         INSERT INTO inbound_events (
             id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
             received_at, body, headers, retry_number, retry_reason, initial_delivery_at,
             signature_key)
-        SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
-            received_at, decode(body, 'base64'), delivery_headers, retry_number, retry_reason,
-            initial_delivery_at, signature_key
-        FROM m
-        ON CONFLICT (source, provider_event_id) DO NOTHING
-        RETURNING id, source, provider_event_id
+        SELECT m.id, m.source, m.provider_event_id, event_type, entity_type, entity_id,
+            occurred_at, received_at, decode(body, 'base64'), delivery_headers, retry_number,
+            retry_reason, initial_delivery_at, signature_key
+        FROM m JOIN keyed USING (id)
     ),
     outboxed AS (
         {INSERT_MESSAGES}
-        FROM m JOIN ins USING (id)
+        FROM m JOIN keyed USING (id)
         ORDER BY m.n
     ),
-    missed AS (SELECT * FROM m WHERE id NOT IN (SELECT id FROM ins)),
+    missed AS (SELECT * FROM m WHERE id NOT IN (SELECT id FROM keyed)),
     prior AS (
-        SELECT e.id, e.source, e.provider_event_id
-        FROM missed JOIN inbound_events AS e USING (source, provider_event_id)
+        SELECT k.event_id AS id, k.source, k.provider_event_id
+        FROM missed JOIN event_keys AS k USING (source, provider_event_id)
     ),
-    stored AS (SELECT * FROM ins UNION ALL SELECT * FROM prior),
+    stored AS (SELECT * FROM keyed UNION ALL SELECT * FROM prior),
     again AS (
         SELECT id, source, provider_event_id, received_at, delivery_headers AS headers,
             signature_key
@@ -144,7 +150,7 @@ _RECORD = f"""
 # of them that the batch delivered.
 _STORED_MEANWHILE = f"""
     WITH s AS (
-        SELECT e.id, e.source, e.provider_event_id FROM inbound_events AS e
+        SELECT e.event_id AS id, e.source, e.provider_event_id FROM event_keys AS e
         JOIN json_to_recordset(%(keys)s::json) AS k(source text, provider_event_id text)
           USING (source, provider_event_id)
     ),

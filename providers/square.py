@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 MAX_WINDOW = timedelta(days=31)
 PAGE_SIZE = 100
 BULK_RETRIEVE_MAX = 100
-# SearchEvents finds the events of the last 28 days, and nothing older.
-EVENTS_HORIZON = timedelta(days=28)
 
 
 class SquareError(Exception):

@@ -24,11 +24,14 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
-# By our id, or by the provider's (the unique index on (source, provider_event_id) serves it).
+# By our id, or by the provider's (whose key row names ours: see schemas/event_partitions.py).
 _BY_REF = """
     FROM inbound_events
-    WHERE id = CAST(:id AS uuid)
-       OR (source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
+    WHERE id IN (
+        SELECT CAST(:id AS uuid)
+        UNION ALL
+        SELECT event_id FROM event_keys
+        WHERE source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
     ORDER BY received_at
     LIMIT 1
 """

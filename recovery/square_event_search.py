@@ -24,11 +24,10 @@ from pydantic import ValidationError
 
 from ingest.record import record_events
 from ingest.square_events import square_new_event
-from providers.square import EVENTS_HORIZON
 from recovery.backstop import iso, isolated
 from recovery.watermarks import EVENTS, advance_watermark, read_watermark
 from schemas.origins import RECOVERED_FROM_SQUARE, RECOVERED_HEADER
-from schemas.square import EVENT_TYPES, SquareEvent
+from schemas.square import EVENT_TYPES, EVENTS_HORIZON, SquareEvent
 from sluice.db import DatabaseUnavailableError, transaction
 from sluice.jsontext import json_text
 

@@ -9,6 +9,7 @@ together the `data` of `airtable.records` events (`RecordEvent`). The reconciler
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -23,6 +24,8 @@ from pydantic import (
 )
 
 SOURCE = "airtable"
+# Airtable keeps a webhook's payloads for 7 days: a fetch can bring a change back that long.
+REDELIVERY_HORIZON = timedelta(days=7)
 
 RecordAction = Literal["created", "changed", "destroyed"]
 # Airtable's transaction numbers, stored as PostgreSQL bigint.

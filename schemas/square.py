@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SOURCE = "square"
+# SearchEvents finds the events of the last 28 days, and nothing older.
+EVENTS_HORIZON = timedelta(days=28)
+# Square retries a delivery that got no 2xx for up to 72 hours after the event.
+REDELIVERY_HORIZON = timedelta(hours=72)
 # The event types sluice subscribes to and projects; recovery searches Square's events for them.
 EVENT_TYPES = (
     "booking.created",

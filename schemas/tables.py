@@ -39,10 +39,14 @@ class Base(DeclarativeBase):
 
 
 class InboundEvent(Base):
-    """A provider delivery exactly as it arrived, kept for audit and replay."""
+    """A provider delivery exactly as it arrived, kept for audit and replay.
+
+    Partitioned by week of `received_at` (schemas/event_partitions.py); `id` is indexed in each
+    partition, and dedupe is `EventKey`'s.
+    """
 
     __tablename__ = "inbound_events"
-    __table_args__ = (UniqueConstraint("source", "provider_event_id"),)
+    __table_args__ = {"postgresql_partition_by": "RANGE (received_at)"}  # noqa: RUF012 - SQLAlchemy's form
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     source: Mapped[str] = mapped_column(Text)
@@ -60,6 +64,22 @@ class InboundEvent(Base):
     # Which configured key verified the delivery: a fingerprint, never the key
     # (ingest/key_fingerprint.py); None for events that were not delivered.
     signature_key: Mapped[str | None] = mapped_column(Text)
+
+
+class EventKey(Base):
+    """The dedupe key of a stored event: at most one event per (source, provider event id).
+
+    Written in the same statement as the event (ingest/record.py); kept the event retention plus
+    the provider's redelivery horizon (ingest/partitions.py).
+    """
+
+    __tablename__ = "event_keys"
+    __table_args__ = (Index("ix_event_keys_received_at", "received_at", postgresql_using="brin"),)
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider_event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DeliveryRepeat(Base):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.event_partitions import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from schemas.square_environment import API_URLS, SquareEnvironment, environment_of_host
 from sluice.logging import LogFormat, LogLevel
 
@@ -359,6 +360,15 @@ class Settings(BaseSettings):
         le=3650,
         validation_alias="SLUICE_DEDUPE_RETENTION_DAYS",
     )
+    # How long dead letters are kept (0: until deleted by hand); they are on each topic's `.dlq`
+    # topic too, for as long as Kafka keeps it.
+    dead_letter_retention_days: int = Field(
+        default=90, ge=0, le=3650, validation_alias="SLUICE_DEAD_LETTER_RETENTION_DAYS"
+    )
+    # The event store keeps whole weeks (schemas/event_partitions.py) and drops a week once all
+    # of it is this old; 0 keeps every event. Below 28 days Square's event search could bring
+    # back an event already dropped, so that is the least (ingest/partitions.py).
+    event_retention_days: int = Field(default=90, validation_alias="SLUICE_EVENT_RETENTION_DAYS")
     changes_retention_seconds: int = Field(
         default=86_400,
         ge=60,
@@ -400,6 +410,17 @@ class Settings(BaseSettings):
             if is_placeholder(key.get_secret_value()):
                 raise ValueError("a placeholder value is not a signature key")
         return keys
+
+    @field_validator("event_retention_days")
+    @classmethod
+    def _retention(cls, days: int) -> int:
+        if days != 0 and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
+            raise ValueError(
+                f"keep events {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS} days, or 0 to keep"
+                f" every event ({MIN_RETENTION_DAYS} days: Square's event search reaches that"
+                " far back, and must find every event it brings back still stored)"
+            )
+        return days
 
     @field_validator("api_cors_origins")
     @classmethod
