@@ -66,6 +66,10 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
             {"t": template, "count": count, "spread": spread},
         )
         conn.execute(
+            "INSERT INTO event_keys (source, provider_event_id, event_id, received_at)"
+            " SELECT source, provider_event_id, id, received_at FROM inbound_events"
+        )
+        conn.execute(
             """
             INSERT INTO consumer_dedupe (consumer, event_id, applied_at, outcome, origin, topic,
                 partition, "offset", entity_key, published_at, detail)

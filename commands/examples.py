@@ -18,6 +18,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "api": ("sluice api --port 8002",),
     "admin": ("sluice admin --port 8001",),
     "doctor": ("sluice doctor", "sluice doctor --timeout 5 --json"),
+    "store upkeep": ("sluice store upkeep",),
     "pause": ('sluice pause consumer:jobs --reason "bad deploy, rolling back"',),
     "resume": ("sluice resume consumer:jobs",),
     "paused": ("sluice paused",),

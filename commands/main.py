@@ -28,6 +28,7 @@ def _invocation() -> None:
 simulate_app = typer.Typer(no_args_is_help=True, help="Send realistic, signed test deliveries.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Data contracts.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+store_app = typer.Typer(no_args_is_help=True, help="The event store's partitions and retention.")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(airtable_app, name="airtable")
@@ -35,6 +36,7 @@ simulate_app.command("airtable")(simulate_airtable)
 simulate_app.command("square")(simulate_square)
 app.add_typer(square_app, name="square")
 app.add_typer(topics_app, name="topics")
+app.add_typer(store_app, name="store")
 register_recovery(app)
 app.command("doctor")(doctor)
 
@@ -158,6 +160,34 @@ def topics_ensure(
         typer.echo(
             f"sluice: some topics exist with a partition count other than {wanted}", err=True
         )
+
+
+@store_app.command("upkeep")
+def store_upkeep() -> None:
+    """Create the event store's weeks ahead, drop the weeks older than
+    SLUICE_EVENT_RETENTION_DAYS and prune old dedupe keys, now (ingest does it hourly)."""
+    import asyncio  # noqa: PLC0415
+
+    from ingest.partitions import upkeep  # noqa: PLC0415
+    from sluice.db import create_engine  # noqa: PLC0415
+
+    settings = load_settings()
+
+    async def run() -> None:
+        engine = create_engine(settings.require_database_url(), pool_size=2)
+        try:
+            done = await upkeep(engine, settings.event_retention_days)
+        finally:
+            await engine.dispose()
+        if done.skipped:
+            typer.echo("another upkeep is running (an ingest process): nothing done")
+            return
+        typer.echo(f"created   {', '.join(done.created) or 'none'}")
+        typer.echo(f"dropped   {', '.join(done.dropped) or 'none'}")
+        typer.echo(f"moved     {done.moved_from_default} events out of the default partition")
+        typer.echo(f"pruned    {done.keys_pruned} dedupe keys, {done.repeats_pruned} repeats")
+
+    asyncio.run(run())
 
 
 @app.command("api")

@@ -37,6 +37,10 @@ _RECORD = text(
     "INSERT INTO reconcile_runs (source, actor, started_at, ok, summary) "
     "VALUES (:source, :actor, :started_at, :ok, CAST(:summary AS jsonb))"
 )
+# A few runs an hour: the table is small, and a scan of it costs nothing.
+_FORGET = text(
+    "DELETE FROM reconcile_runs WHERE finished_at < now() - make_interval(days => :days)"
+)
 _RECENT = text(
     "SELECT id, source, actor, started_at, finished_at, ok, summary FROM reconcile_runs"
     " ORDER BY id DESC LIMIT :limit"
@@ -114,7 +118,13 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
                     w["pass"]: w["watermark"] for w in await all_watermarks(engine)
                 }
             summary.finish()
-            await _record(engine, summary, actor or command_line_actor(), started_at)
+            await _record(
+                engine,
+                summary,
+                actor or command_line_actor(),
+                started_at,
+                settings.event_retention_days,
+            )
     finally:
         if own_engine:
             await engine.dispose()
@@ -129,8 +139,9 @@ async def reconcile(  # noqa: PLR0913 - the options of both sources, by keyword
 
 
 async def _record(
-    engine: AsyncEngine, summary: RunSummary, actor: str, started_at: datetime
+    engine: AsyncEngine, summary: RunSummary, actor: str, started_at: datetime, keep_days: int
 ) -> None:
+    """Record the run; runs older than the event retention go (0: every run is kept)."""
     params = {
         "source": summary.source,
         "actor": actor,
@@ -140,6 +151,8 @@ async def _record(
     }
     async with transaction(engine) as conn:
         await conn.execute(_RECORD, params)
+        if keep_days:
+            await conn.execute(_FORGET, {"days": keep_days})
 
 
 async def recent_runs(engine: AsyncEngine, *, limit: int = 10) -> list[dict[str, Any]]:

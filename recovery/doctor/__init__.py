@@ -15,9 +15,11 @@ from recovery.doctor.providers import (
     square_token,
 )
 from recovery.doctor.secrets import placeholders, tokens
+from recovery.doctor.store import event_store
 
 CHECKS: tuple[NamedCheck, ...] = (
     NamedCheck("database", database),
+    NamedCheck("event store", event_store),
     NamedCheck("kafka", kafka),
     NamedCheck("Square webhook signatures", square_signatures),
     NamedCheck("Square token", square_token),

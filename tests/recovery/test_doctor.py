@@ -14,8 +14,9 @@ from commands.main import app
 from devkit.embedded import EmbeddedBroker
 from devkit.fakes.square import FakeSquare
 from ingest.airtable_fetch import register_webhook
+from ingest.partitions import partitions
 from outbox.topics import ensure_topics, pipeline_topics
-from sluice.db import transaction
+from sluice.db import autocommit, transaction
 from tests.support.services import running_server
 from tests.support.square import SIGNATURE_KEY
 
@@ -100,7 +101,15 @@ async def test_a_healthy_deployment_passes_every_check(healthy: dict[str, str]) 
     assert code == 0, rows
     assert {row[0] for row in rows} == {"ok"}, rows
     checked = " ".join(row[1] for row in rows)
-    for what in ("database", "migrations", "kafka", "Square token", "Airtable webhook ach"):
+    for what in (
+        "database",
+        "migrations",
+        "event store",
+        "table sizes",
+        "kafka",
+        "Square token",
+        "Airtable webhook ach",
+    ):
         assert what in checked
     assert len([r for r in rows if r[1].startswith("topic ")]) == len(pipeline_topics())
     assert any("merchant ML" in row[1] for row in rows)
@@ -117,6 +126,32 @@ async def test_a_database_behind_the_code_fails_on_migrations(
     assert line.startswith("fail migrations")
     assert "at 0009" in line
     assert "run `sluice migrate`" in line
+
+
+async def test_a_stalled_store_upkeep_warns_and_names_the_fix(
+    healthy: dict[str, str], engine: AsyncEngine
+) -> None:
+    async with autocommit(engine) as conn:
+        weeks_ahead = [p.name for p in await partitions(conn) if p.lower and not p.default]
+        for name in weeks_ahead:
+            await conn.execute(text(f"DROP TABLE {name}"))
+        await conn.execute(
+            text(
+                "INSERT INTO inbound_events (id, source, provider_event_id, event_type,"
+                " occurred_at, received_at, body, headers) VALUES (gen_random_uuid(), 'square',"
+                " 'ev-far', 'booking.created', now(), now() + interval '300 days', '', '{}')"
+            )
+        )
+    code, rows = await doctor(dict(healthy))
+    assert code == 0, rows
+    [ahead] = verdicts(rows, "event store weeks ahead")
+    assert ahead.startswith("warn")
+    assert "sluice store upkeep" in ahead
+    [caught] = verdicts(rows, "event store default partition")
+    assert "1 events no week covers" in caught
+    [store] = verdicts(rows, "event store ")[:1]
+    assert "1 partitions" in store
+    assert "kept 90 days" in store
 
 
 async def test_a_missing_topic_fails_on_its_own_line(healthy: dict[str, str]) -> None:
