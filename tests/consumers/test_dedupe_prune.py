@@ -65,3 +65,24 @@ async def test_journey_outcomes_go_with_the_dedupe_records(database_url: str, db
         assert left == [("prune-a", True), ("prune-b", False)]
     finally:
         await engine.dispose()
+
+
+async def test_dead_letters_are_kept_their_own_retention_and_zero_keeps_them(
+    database_url: str, db: Conn
+) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        for offset, (age, consumer) in enumerate(((100, "prune-a"), (10, "prune-a"), (100, "b"))):
+            db.execute(
+                'INSERT INTO dead_letters (consumer, topic, partition, "offset", headers,'
+                " error_type, error, created_at)"
+                " VALUES (%s, 't', 0, %s, '{}', 'x', 'y', now() - make_interval(days => %s))",
+                (consumer, offset, age),
+            )
+        await prune_claims(engine, "prune-a", 30)  # no dead-letter retention: all kept
+        assert scalar(db, "SELECT count(*) FROM dead_letters") == 3
+        await prune_claims(engine, "prune-a", 30, dead_letter_days=90)
+        left = db.execute('SELECT consumer, "offset" FROM dead_letters ORDER BY 2').fetchall()
+        assert left == [("prune-a", 1), ("b", 2)]
+    finally:
+        await engine.dispose()

@@ -239,3 +239,14 @@ def test_the_readme_lists_every_setting_with_its_default() -> None:
         assert name in documented, name
         expected = effective.get(name, shown(getattr(defaults, field_name)))
         assert documented[name] == expected, name
+
+
+@pytest.mark.parametrize("days", ["1", "27", "3651", "-1"])
+def test_an_event_retention_shorter_than_squares_event_search_is_refused(days: str) -> None:
+    with pytest.raises(ValidationError, match="28 to 3650 days, or 0"):
+        Settings(SLUICE_EVENT_RETENTION_DAYS=days)
+
+
+@pytest.mark.parametrize(("days", "kept"), [("0", 0), ("28", 28), ("365", 365)])
+def test_an_event_retention_of_zero_or_28_days_and_more_is_taken(days: str, kept: int) -> None:
+    assert Settings(SLUICE_EVENT_RETENTION_DAYS=days).event_retention_days == kept
