@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
@@ -33,6 +34,9 @@ from devkit.embedded import EmbeddedPostgres, free_port
 from devkit.simulate import square_event, square_signature
 from sluice.db import libpq_url
 from sluice.migrate import upgrade
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 KEY = "bench-signature-key"
 WRK_SCRIPT = r"""
@@ -181,6 +185,45 @@ def run_pgbench(
     return float(match.group(1))
 
 
+def start_server(
+    database_url: str, port: int, workers: int, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`sluice serve` on `port`, taking this module's pre-signed Square deliveries, once it
+    answers /readyz; `env` adds to or overrides its environment."""
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SQUARE_WEBHOOK_SIGNATURE_KEYS": KEY,
+            "SQUARE_WEBHOOK_URL": f"{base}/webhooks/square",
+            "SQUARE_ENVIRONMENT": "production",  # the deliveries say Production
+            "SLUICE_LOG_LEVEL": "warning",
+            **(env or {}),
+        },
+    )
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10)
@@ -208,36 +251,8 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     webhook_url = f"{base}/webhooks/square"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sluice",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        env={
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "SQUARE_WEBHOOK_SIGNATURE_KEYS": KEY,
-            "SQUARE_WEBHOOK_URL": webhook_url,
-            "SQUARE_ENVIRONMENT": "production",  # the deliveries say Production
-            "SLUICE_LOG_LEVEL": "warning",
-        },
-    )
+    server = start_server(db_url, port, args.workers)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
         script = workdir / "signed.lua"
         script.write_text(WRK_SCRIPT)
         # Warm-up, not reported: first connections, prepared statements, caches.
