@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -121,19 +122,26 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         print(f"filled {count:,} events in {time.perf_counter() - started:.0f} s; "
               f"database {size.fetchone()[0]}")  # type: ignore[index]  # fmt: skip
-        picks = conn.execute(
-            """
-            SELECT (SELECT id::text FROM inbound_events
-                    ORDER BY received_at DESC LIMIT 1 OFFSET 500),
-                   (SELECT provider_event_id FROM inbound_events
-                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
-                   (SELECT entity_id FROM inbound_events
-                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
-                   (SELECT received_at || '_' || id FROM inbound_events
-                    ORDER BY received_at LIMIT 1 OFFSET %(middle)s)
-            """,
-            {"middle": count // 2},
-        ).fetchone()
+        return pick_ids(conn, count)
+
+
+def pick_ids(conn: psycopg.Connection[Any], count: int) -> dict[str, str]:
+    """Ids the filters look for in a store of `count` Square events (read in the order of the
+    store's (source, received_at) index): a recent event, and the provider id, entity and keyset
+    cursor of the one half-way."""
+    picks = conn.execute(
+        """
+        SELECT (SELECT id::text FROM inbound_events WHERE source = 'square'
+                ORDER BY received_at DESC LIMIT 1 OFFSET 500),
+               (SELECT provider_event_id FROM inbound_events WHERE source = 'square'
+                ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
+               (SELECT entity_id FROM inbound_events WHERE source = 'square'
+                ORDER BY received_at LIMIT 1 OFFSET %(middle)s),
+               (SELECT received_at || '_' || id FROM inbound_events WHERE source = 'square'
+                ORDER BY received_at LIMIT 1 OFFSET %(middle)s)
+        """,
+        {"middle": count // 2},
+    ).fetchone()
     assert picks is not None
     return {
         "event": picks[0],
@@ -165,17 +173,20 @@ def pages(ids: dict[str, str], days: int) -> list[tuple[str, str]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    page: str
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+
+
 async def measure(
-    base: str,
-    paths: list[tuple[str, str]],
-    requests: int,
-    *,
-    headers: dict[str, str],
-    target_ms: float,
-) -> bool:
-    """Each path's p50, p95 and max over `requests` requests after a warm-up, one at a time;
-    whether every p95 is under `target_ms`."""
-    met = True
+    base: str, paths: list[tuple[str, str]], requests: int, *, headers: dict[str, str]
+) -> list[Timing]:
+    """Each path's p50, p95 and max over `requests` requests after a warm-up, one at a time,
+    printed as they come."""
+    timings = []
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
         print(f"{'page':<34} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for name, path in paths:
@@ -188,10 +199,16 @@ async def measure(
                 answer = await client.get(path)
                 times.append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200
-            p95 = statistics.quantiles(times, n=20)[18]
-            met &= p95 < target_ms
-            print(f"{name:<34} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f}")
-    return met
+            timing = Timing(
+                name, statistics.median(times), statistics.quantiles(times, n=20)[18], max(times)
+            )
+            timings.append(timing)
+            print(f"{name:<34} {timing.p50_ms:8.1f} {timing.p95_ms:8.1f} {timing.max_ms:8.1f}")
+    return timings
+
+
+def all_under(timings: list[Timing], target_ms: float) -> bool:
+    return all(t.p95_ms < target_ms for t in timings)
 
 
 @contextlib.asynccontextmanager
@@ -213,16 +230,15 @@ async def served(app: Any) -> AsyncIterator[str]:  # noqa: ANN401 - any ASGI app
 
 
 async def serve_and_measure(
-    database_url: str, ids: dict[str, str], args: argparse.Namespace
-) -> bool:
+    database_url: str, ids: dict[str, str], days: int, requests: int
+) -> list[Timing]:
     settings = Settings(DATABASE_URL=database_url, SLUICE_ADMIN_TOKEN=TOKEN)
     async with served(create_admin_app(settings)) as url:
         return await measure(
             f"{url}/console",
-            pages(ids, args.days),
-            args.requests,
+            pages(ids, days),
+            requests,
             headers={"Authorization": f"Bearer {TOKEN}"},
-            target_ms=TARGET_P95_MS,
         )
 
 
@@ -236,7 +252,8 @@ def main() -> int:
     print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
     with bench_database() as database_url:
         ids = fill(database_url, args.events, args.days)
-        met = asyncio.run(serve_and_measure(database_url, ids, args))
+        timings = asyncio.run(serve_and_measure(database_url, ids, args.days, args.requests))
+    met = all_under(timings, TARGET_P95_MS)
     print(f"target p95 < {TARGET_P95_MS:.0f} ms on every page: {'met' if met else 'NOT met'}")
     return 0 if met else 1
 

@@ -125,7 +125,8 @@ async def fill(bootstrap: str, topics: tuple[str, str], count: int) -> None:
         await producer.stop()
 
 
-async def apply_rate(database_url: str, bootstrap: str, count: int, batch: int) -> None:
+async def apply_rate(database_url: str, bootstrap: str, count: int, batch: int) -> float:
+    """Events applied per second by the jobs consumer runtime from pre-filled topics."""
     suffix = uuid.uuid4().hex[:8]
     topics = (f"bench.bookings.{suffix}", f"bench.customers.{suffix}")
     await ensure_topics(bootstrap, topics, partitions=4)
@@ -164,6 +165,7 @@ async def apply_rate(database_url: str, bootstrap: str, count: int, batch: int) 
         f"{s.batches} batches of up to {batch}; applied {s.applied}, dead-lettered "
         f"{s.dead_lettered})"
     )
+    return count / elapsed
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -37,6 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,6 +49,9 @@ from devkit.embedded import EmbeddedPostgres, free_port
 from devkit.simulate import square_event, square_signature
 from sluice.db import libpq_url
 from sluice.migrate import upgrade
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 KEY = "bench-signature-key"
 WRK_SCRIPT = r"""
@@ -276,6 +280,20 @@ def server_env(name: str, db_url: str, webhook_url: str) -> dict[str, str]:
         "SQUARE_WEBHOOK_SIGNATURE_KEY": KEY,
         "SQUARE_WEBHOOK_URL": webhook_url,
     }
+
+
+def start_server(
+    database_url: str, port: int, workers: int, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`sluice serve` on `port`, taking this module's pre-signed Square deliveries, once it
+    answers /readyz; `env` adds to or overrides its environment (bench/growth.py)."""
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        server_command("sluice", port, workers),
+        env={**server_env("sluice", database_url, f"{base}/webhooks/square"), **(env or {})},
+    )
+    wait_ready(server, base, "sluice")
+    return server
 
 
 def sqlalchemy_url(database_url: str) -> str:
