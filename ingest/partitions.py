@@ -55,8 +55,7 @@ _UNLOCK = "SELECT pg_advisory_unlock(hashtext('sluice'), hashtext('event-store-u
 
 _PARTITIONS = text(
     f"""
-    SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint,
-           pg_total_relation_size(c.oid)
+    SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), pg_total_relation_size(c.oid)
     FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
     WHERE i.inhparent = '{TABLE}'::regclass
     """  # noqa: S608 - a constant
@@ -79,7 +78,6 @@ class Partition:
     name: str
     lower: datetime | None  # None: from the beginning of time
     upper: datetime | None  # None: the default partition
-    rows: int  # PostgreSQL's estimate (-1: never analysed)
     bytes: int  # with its indexes and TOAST
 
     @property
@@ -104,10 +102,10 @@ def _moment(literal: str | None) -> datetime | None:
 async def partitions(conn: AsyncConnection) -> list[Partition]:
     """The store's partitions, oldest first, the default last."""
     found = []
-    for name, bound, rows, size in await conn.execute(_PARTITIONS):
+    for name, bound, size in await conn.execute(_PARTITIONS):
         match = _BOUND.search(bound)
         lower, upper = (None, None) if match is None else match.groups()
-        found.append(Partition(name, _moment(lower), _moment(upper), rows, size))
+        found.append(Partition(name, _moment(lower), _moment(upper), size))
     far = datetime.max.replace(tzinfo=UTC)
     return sorted(found, key=lambda p: (p.default, p.upper or far))
 

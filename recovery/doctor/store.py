@@ -33,20 +33,13 @@ GROWING = [
     "reconcile_runs",
 ]
 _SIZES = text(
-    "SELECT t, pg_total_relation_size(to_regclass(t)) FROM unnest(CAST(:tables AS text[])) AS t"
-    " WHERE to_regclass(t) IS NOT NULL"
+    "SELECT t, pg_size_pretty(pg_total_relation_size(to_regclass(t)))"
+    " FROM unnest(CAST(:tables AS text[])) AS t WHERE to_regclass(t) IS NOT NULL"
 )
+_PRETTY = text("SELECT pg_size_pretty(CAST(:bytes AS bigint))")
 _PARTITIONED = text("SELECT to_regclass('event_keys')")
 _CAUGHT = text(f"SELECT count(*) FROM (SELECT FROM {DEFAULT_PARTITION} LIMIT 1000000) AS c")  # noqa: S608
 _FIX = "check that ingest runs (it keeps the store), or run `sluice store upkeep`"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n //= 1024
-    raise AssertionError  # pragma: no cover - the loop always returns
 
 
 async def event_store(settings: Settings) -> list[Finding]:
@@ -59,16 +52,20 @@ async def event_store(settings: Settings) -> list[Finding]:
                 return []  # not migrated yet: the migrations check says so
             found = await partitions(conn)
             caught = (await conn.execute(_CAUGHT)).scalar_one()
-            sizes = [(str(t), int(n)) for t, n in await conn.execute(_SIZES, {"tables": GROWING})]
+            total = sum(p.bytes for p in found)
+            store_size = (await conn.execute(_PRETTY, {"bytes": total})).scalar_one()
+            sizes = [(str(t), str(n)) for t, n in await conn.execute(_SIZES, {"tables": GROWING})]
     finally:
         await engine.dispose()
-    return [*_store_findings(found, caught, settings.event_retention_days), _sizes(sizes)]
+    findings = _store_findings(found, store_size, caught, settings.event_retention_days)
+    return [*findings, _sizes(sizes)]
 
 
-def _store_findings(found: list[Partition], caught: int, retention_days: int) -> list[Finding]:
+def _store_findings(
+    found: list[Partition], size: str, caught: int, retention_days: int
+) -> list[Finding]:
     now = datetime.now(UTC)
     dated = [p for p in found if not p.default]
-    total = sum(p.bytes for p in found)
     oldest = dated[0] if dated else None
     since = "" if oldest is None or oldest.lower is None else f" from {oldest.lower:%Y-%m-%d}"
     kept = "every event kept" if not retention_days else f"kept {retention_days} days"
@@ -76,7 +73,7 @@ def _store_findings(found: list[Partition], caught: int, retention_days: int) ->
         ok(
             "event store",
             f"{len(dated)} partitions{since}, oldest {oldest.name if oldest else 'none'},"
-            f" {_size(total)}; {kept}",
+            f" {size}; {kept}",
         )
     ]
     ahead = [p for p in dated if p.lower is not None and p.lower > week_start(now)]
@@ -95,6 +92,6 @@ def _store_findings(found: list[Partition], caught: int, retention_days: int) ->
     return findings
 
 
-def _sizes(sizes: list[tuple[str, int]]) -> Finding:
-    shown = ", ".join(f"{name} {_size(size)}" for name, size in sizes)
+def _sizes(sizes: list[tuple[str, str]]) -> Finding:
+    shown = ", ".join(f"{name} {size}" for name, size in sizes)
     return ok("table sizes", shown)
