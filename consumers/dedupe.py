@@ -7,14 +7,13 @@ Records are kept for SLUICE_DEDUPE_RETENTION_DAYS; each consumer process prunes 
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sluice.db import DatabaseUnavailableError, driver_connection
+from sluice.db import driver_connection
 from sluice.jsontext import json_text
-from sluice.prune import BATCH, batched_delete, delete_in_batches
+from sluice.prune import BATCH, HOURLY, batched_delete, delete_in_batches, keep_pruning
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -155,17 +154,17 @@ async def keep_pruned(
     consumer: str,
     retention_days: int,
     dead_letter_days: int = 0,
-    every_seconds: float = 3600.0,
+    every_seconds: float = HOURLY,
 ) -> None:
     """Prune `consumer`'s old records now and then, until cancelled; an outage waits a turn."""
-    while True:
-        try:
-            pruned = await prune_claims(
-                engine, consumer, retention_days, dead_letter_days=dead_letter_days
-            )
-        except DatabaseUnavailableError as exc:
-            log.warning("consumer.dedupe_prune_failed", consumer=consumer, error=str(exc))
-        else:
-            if pruned:
-                log.info("consumer.dedupe_pruned", consumer=consumer, records=pruned)
-        await asyncio.sleep(every_seconds)
+
+    async def prune() -> None:
+        pruned = await prune_claims(
+            engine, consumer, retention_days, dead_letter_days=dead_letter_days
+        )
+        if pruned:
+            log.info("consumer.dedupe_pruned", consumer=consumer, records=pruned)
+
+    await keep_pruning(
+        prune, "consumer.dedupe_prune_failed", every_seconds=every_seconds, consumer=consumer
+    )

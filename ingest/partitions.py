@@ -21,7 +21,6 @@ it. A statement that times out is tried again at the next upkeep.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,8 +38,8 @@ from schemas.event_partitions import (
     week_partition,
     week_start,
 )
-from sluice.db import DatabaseUnavailableError, autocommit, transaction
-from sluice.prune import batched_delete, delete_in_batches
+from sluice.db import autocommit, transaction
+from sluice.prune import batched_delete, delete_in_batches, keep_pruning
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LOCK_TIMEOUT = "2s"
-UPKEEP_SECONDS = 3600.0
 # pg_try_advisory_lock(namespace, key): one upkeep at a time across ingest processes.
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('sluice'), hashtext('event-store-upkeep'))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext('sluice'), hashtext('event-store-upkeep'))"
@@ -196,19 +194,17 @@ async def _prune(engine: AsyncEngine, now: datetime, retention: timedelta, done:
 
 
 async def keep_up(engine: AsyncEngine, retention_days: int) -> None:
-    """Run `upkeep` now and every `UPKEEP_SECONDS`, until cancelled; a failure waits a turn."""
-    while True:
-        try:
-            done = await upkeep(engine, retention_days)
-        except DatabaseUnavailableError as exc:
-            log.warning("ingest.upkeep_failed", error=str(exc))
-        else:
-            if done.created or done.dropped or done.keys_pruned:
-                log.info(
-                    "ingest.upkeep",
-                    created=done.created,
-                    dropped=done.dropped,
-                    keys_pruned=done.keys_pruned,
-                    repeats_pruned=done.repeats_pruned,
-                )
-        await asyncio.sleep(UPKEEP_SECONDS)
+    """Run `upkeep` now and every hour, until cancelled; a failure waits a turn."""
+
+    async def once() -> None:
+        done = await upkeep(engine, retention_days)
+        if done.created or done.dropped or done.keys_pruned:
+            log.info(
+                "ingest.upkeep",
+                created=done.created,
+                dropped=done.dropped,
+                keys_pruned=done.keys_pruned,
+                repeats_pruned=done.repeats_pruned,
+            )
+
+    await keep_pruning(once, "ingest.upkeep_failed")

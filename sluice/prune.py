@@ -6,16 +6,22 @@ Every table that only grows with history has a retention, and its owner prunes i
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
-from sluice.db import autocommit, driver_connection
+import structlog
+
+from sluice.db import DatabaseUnavailableError, autocommit, driver_connection
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+log = structlog.get_logger(__name__)
+
 BATCH = 10_000
+HOURLY = 3600.0
 
 
 def batched_delete(table: str, condition: str) -> str:
@@ -41,3 +47,20 @@ async def delete_in_batches(
         total += cursor.rowcount
         if cursor.rowcount < batch:
             return total
+
+
+async def keep_pruning(
+    prune: Callable[[], Awaitable[None]],
+    failed: str,
+    *,
+    every_seconds: float = HOURLY,
+    **context: str,
+) -> None:
+    """Run `prune` now and every `every_seconds`, until cancelled. A database outage is logged
+    as `failed` (with `context`) and waits a turn; anything else is a bug and ends the loop."""
+    while True:
+        try:
+            await prune()
+        except DatabaseUnavailableError as exc:
+            log.warning(failed, error=str(exc), **context)
+        await asyncio.sleep(every_seconds)
