@@ -2,8 +2,8 @@
 
 The list runs newest first on each source's (source, received_at) index, one branch per source
 merged by UNION ALL (a single scan cannot keep that order across sources). The filters that
-would otherwise scan far are driven from their own index: a provider event id from the unique
-(source, provider_event_id) index; an entity from the consumers' outcomes, which carry the
+would otherwise scan far are driven from their own index: a provider event id from its dedupe
+key (event_keys); an entity from the consumers' outcomes, which carry the
 message key (a booking, customer or Airtable record id); the outcomes other than applied from
 the outcome rows' own time index. Pages are keyset pages on (time, id), so the hundredth page
 costs what the first does.
@@ -61,6 +61,12 @@ _ENTITY = (
     f" WHERE entity_key = :entity AND {_OURS}"
     " UNION SELECT CAST(event_id AS uuid) FROM event_outcomes"
     f" WHERE entity_key = :entity AND {_OURS}"
+)
+# A provider event id's event, through its dedupe key (the store's partitions have no index on
+# it): the key names the event and its partition, so the lookup reads one partition's index.
+_KEYED = (
+    "SELECT event_id, received_at FROM event_keys"
+    " WHERE source = ANY(CAST(:sources AS text[])) AND provider_event_id = :provider_event_id"
 )
 _COLUMNS = (
     "e.id, e.source, e.provider_event_id, e.event_type, e.entity_type, e.entity_id,"
@@ -125,7 +131,7 @@ def _conditions(where: EventFilter, at: str) -> list[str]:
     if where.entity is not None:
         conditions.append(f"e.id IN ({_ENTITY})")  # a semi-join on the primary key
     if where.provider_event_id is not None:
-        conditions.append("e.provider_event_id = :provider_event_id")
+        conditions.append(f"(e.id, e.received_at) IN ({_KEYED})")
     if where.event_type is not None:
         conditions.append("e.event_type = :event_type")
     if where.since is not None:
@@ -174,6 +180,7 @@ async def list_events(engine: AsyncEngine, where: EventFilter) -> tuple[list[Eve
     params: dict[str, Any] = {
         "limit": PAGE + 1,
         "source": where.source,
+        "sources": [where.source] if where.source in SOURCES else list(SOURCES),
         "consumers": list(CONSUMERS),
         "entity": where.entity,
         "provider_event_id": where.provider_event_id,
