@@ -29,9 +29,10 @@ log = structlog.get_logger(__name__)
 _CLAIM = """
     INSERT INTO consumer_dedupe
         (consumer, event_id, origin, topic, partition, "offset", entity_key, published_at,
-         outcome, detail)
+         received_at, outcome, detail)
     SELECT %(consumer)s, c->>0, c->>1, c->>2, CAST(c->>3 AS int), CAST(c->>4 AS bigint),
-           c->>5, to_timestamp(CAST(c->>6 AS bigint) / 1000.0), COALESCE(c->>7, 'applied'), c->8
+           c->>5, to_timestamp(CAST(c->>6 AS bigint) / 1000.0), CAST(c->>7 AS timestamptz),
+           COALESCE(c->>8, 'applied'), c->9
     FROM jsonb_array_elements(CAST(%(claims)s AS jsonb)) AS c
     ON CONFLICT DO NOTHING
     RETURNING event_id
@@ -73,8 +74,8 @@ def _claims(
     stale: Mapping[str, dict[str, Any]],
 ) -> str:
     """The records as one JSON document of arrays (event id, origin, topic, partition, offset,
-    key, publish time, and for a stale one its outcome and detail): far cheaper to send than a
-    PostgreSQL array per column."""
+    key, publish time, the event's receipt, and for a stale one its outcome and detail): far
+    cheaper to send than a PostgreSQL array per column."""
     if messages is None:
         claims: list[tuple[Any, ...]] = [(nul_free(e),) for e in event_ids]
     else:
@@ -87,13 +88,14 @@ def _claims(
                 m.offset,
                 None if m.key is None else nul_free(m.key.decode("utf-8", "replace")),
                 m.timestamp,
+                m.received_at,
             )
             for e, m in zip(event_ids, messages, strict=True)
         ]
     if stale:
         for n, e in enumerate(event_ids):
             if e in stale:
-                claims[n] = (*claims[n], *(None,) * (7 - len(claims[n])), "stale", stale[e])
+                claims[n] = (*claims[n], *(None,) * (8 - len(claims[n])), "stale", stale[e])
     return json_text(claims)
 
 

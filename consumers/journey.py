@@ -4,8 +4,9 @@ Per consumer group and message: `applied`, `stale` (the row already held that ve
 one: both versions are kept), `duplicate` (its event id was applied before), `ignored` (not for
 this projection) or `dead_lettered` (with the error), with where the message came from
 (delivered, reconcile, redrive: schemas/origins.py), its topic, partition and offset, the entity
-it is about (the message key) and when the relay published it (the record's timestamp). These
-are the second half of an event's journey; the first is its inbound_events row
+it is about (the message key), when the relay published it (the record's timestamp) and when
+sluice received the event (its `ce_receivedat` header, which names the event's partition of the
+store). These are the second half of an event's journey; the first is its inbound_events row
 (recovery/journey.py reads both).
 
 An applied or stale event's outcome lives in its dedupe record (consumers/dedupe.py), which the
@@ -35,7 +36,7 @@ _CLAIMED: frozenset[OutcomeKind] = frozenset({"applied", "stale"})
 
 _COPY = (
     'COPY event_outcomes (event_id, consumer, outcome, origin, topic, partition, "offset",'
-    " entity_key, published_at, detail) FROM STDIN"
+    " entity_key, published_at, received_at, detail) FROM STDIN"
 )
 
 
@@ -69,6 +70,7 @@ async def record_outcomes(
                     m.offset,
                     None if m.key is None else nul_free(m.key.decode("utf-8", "replace")),
                     m.published_at,
+                    m.received_at,
                     None if o.detail is None else nul_free(json_text(o.detail)),
                 )
             )

@@ -75,6 +75,20 @@ class ConsumedMessage:
             return "delivered"
         return origin_of({name: value.decode("utf-8", "replace") for name, value in telling})
 
+    @property
+    def received_at(self) -> str | None:
+        """When sluice received the event, from its `ce_receivedat` header, as ISO 8601 text;
+        None when the header is missing or is no timestamp with a zone. With the event id it
+        names the event's row in the store, and so its partition (migration 0017)."""
+        value = self.header("ce_receivedat")
+        if value is None:
+            return None
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return at.isoformat() if at.tzinfo is not None else None
+
     def header(self, name: str) -> str | None:
         for header_name, value in self.headers:
             if header_name == name:

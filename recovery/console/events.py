@@ -40,14 +40,14 @@ OUTCOMES = ("applied", "stale", "duplicate", "ignored", "dead_lettered")
 # none): only a UUID can be one of ours.
 _OURS = "event_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 # Outcomes other than `applied` are few: such a list is read from the outcome rows, newest first
-# on their own index (migration 0011), each joined to its event by primary key. It is in the
-# order the outcomes were recorded, seconds after receipt.
+# on their own index (migration 0011), each joined to its event (_EVENT_OF). It is in the order
+# the outcomes were recorded, seconds after receipt.
 _DRIVEN = {
-    "stale": "SELECT CAST(event_id AS uuid) AS event_id, applied_at AS listed_at"  # noqa: S608
-    f" FROM consumer_dedupe WHERE outcome = 'stale' AND {_OURS}",
+    "stale": "SELECT CAST(event_id AS uuid) AS event_id, received_at,"  # noqa: S608
+    f" applied_at AS listed_at FROM consumer_dedupe WHERE outcome = 'stale' AND {_OURS}",
     **{
-        kind: "SELECT CAST(event_id AS uuid) AS event_id, recorded_at AS listed_at"  # noqa: S608
-        f" FROM event_outcomes WHERE outcome = '{kind}' AND {_OURS}"
+        kind: "SELECT CAST(event_id AS uuid) AS event_id, received_at,"  # noqa: S608
+        f" recorded_at AS listed_at FROM event_outcomes WHERE outcome = '{kind}' AND {_OURS}"
         for kind in ("duplicate", "ignored", "dead_lettered")
     },
 }
@@ -71,6 +71,15 @@ _KEYED = (
 _COLUMNS = (
     "e.id, e.source, e.provider_event_id, e.event_type, e.entity_type, e.entity_id,"
     " e.received_at, e.retry_number"
+)
+# An outcome row's event, read from the one partition its received_at names (migration 0017).
+# A row written before that has none, and its event is looked up by id in every partition: the
+# branches' conditions on `o` alone are checked once per row, so each row runs one branch.
+_EVENT_OF = (
+    f"SELECT {_COLUMNS} FROM inbound_events e"  # noqa: S608 - constants only
+    " WHERE e.id = o.event_id AND e.received_at = o.received_at"
+    f" UNION ALL SELECT {_COLUMNS} FROM inbound_events e"
+    " WHERE e.id = o.event_id AND o.received_at IS NULL"
 )
 _OUTCOMES_OF = text(
     """
@@ -162,7 +171,7 @@ def _list_sql(where: EventFilter) -> str:
             conditions.append("e.source = :source")
         return (
             f"SELECT {_COLUMNS}, o.listed_at FROM ({_DRIVEN[where.outcome]}) AS o"  # noqa: S608
-            " JOIN inbound_events e ON e.id = o.event_id"
+            f" CROSS JOIN LATERAL ({_EVENT_OF}) AS e"
             f" WHERE {' AND '.join(conditions) or 'true'}"
             " ORDER BY o.listed_at DESC, e.id DESC LIMIT :limit"
         )

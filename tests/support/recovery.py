@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from consumers.runtime import BatchOutcome
 
 
-async def store_events(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> list[uuid.UUID]:
-    """Store Square events the way the webhook does (event row + outbox row, one transaction);
-    returns their sluice ids."""
+async def store_events(
+    engine: AsyncEngine, bodies: list[dict[str, Any]], received_at: datetime | None = None
+) -> list[uuid.UUID]:
+    """Store Square events the way the webhook does (event row + outbox row, one transaction),
+    received now or at `received_at`; returns their sluice ids."""
     events = []
     for body in bodies:
         text = json.dumps(body)
@@ -36,7 +38,7 @@ async def store_events(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> lis
                 SquareEvent.model_validate_json(text),
                 text,
                 event_id=uuid.uuid4(),
-                received_at=datetime.now(UTC),
+                received_at=received_at or datetime.now(UTC),
                 headers={"square-retry-number": "0"},
             )
         )
