@@ -73,10 +73,11 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
         conn.execute(
             """
             INSERT INTO consumer_dedupe (consumer, event_id, applied_at, outcome, origin, topic,
-                partition, "offset", entity_key, published_at, detail)
+                partition, "offset", entity_key, published_at, detail, received_at)
             SELECT 'jobs', id::text, received_at, CASE WHEN n % 100 = 0 THEN 'stale' ELSE 'applied'
                    END, 'delivered', 'square.bookings', n % 12, n, entity_id, received_at,
-                   CASE WHEN n % 100 = 0 THEN '{"row_version": 9, "event_version": 1}'::jsonb END
+                   CASE WHEN n % 100 = 0 THEN '{"row_version": 9, "event_version": 1}'::jsonb END,
+                   received_at
             FROM (SELECT id, entity_id, received_at,
                          row_number() OVER (ORDER BY received_at) AS n FROM inbound_events) AS e
             """
@@ -84,10 +85,10 @@ def fill(database_url: str, count: int, days: int) -> dict[str, str]:
         conn.execute(
             """
             INSERT INTO event_outcomes (event_id, consumer, outcome, origin, topic, partition,
-                "offset", entity_key, published_at, recorded_at)
+                "offset", entity_key, published_at, recorded_at, received_at)
             SELECT id::text, 'jobs', CASE WHEN n % 1000 = 7 THEN 'dead_lettered' ELSE 'duplicate'
                    END, 'delivered', 'square.bookings', n % 12, n, entity_id, received_at,
-                   received_at
+                   received_at, received_at
             FROM (SELECT id, entity_id, received_at,
                          row_number() OVER (ORDER BY received_at) AS n FROM inbound_events) AS e
             WHERE n % 200 = 3 OR n % 1000 = 7

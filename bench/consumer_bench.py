@@ -330,7 +330,9 @@ async def main_async(args: argparse.Namespace) -> None:
         # pages are written out, so its vacuum and checkpoint do not run during the second.
         drop_database(database_url, applied_to)
         if args.rate:
-            await end_to_end(fresh_database(database_url), bootstrap, args.rate, args.seconds)
+            measured_on = fresh_database(database_url)
+            await end_to_end(measured_on, bootstrap, args.rate, args.seconds)
+            drop_database(database_url, measured_on)
     finally:
         if broker is not None:
             broker.stop()

@@ -119,20 +119,20 @@ _REPEATS = f"""
 # The jobs consumer's claim of every event (as console_bench.fill) and the journey's outcomes.
 _DEDUPE = f"""
     INSERT INTO consumer_dedupe (consumer, event_id, applied_at, outcome, origin, topic,
-        partition, "offset", entity_key, published_at, detail)
+        partition, "offset", entity_key, published_at, detail, received_at)
     SELECT 'jobs', id::text, at + interval '80 ms',
            CASE WHEN n %% 100 = 0 THEN 'stale' ELSE 'applied' END, 'delivered',
            'square.bookings', abs(hashtext('bk' || b)) %% 12, n, 'bk' || b,
            at + interval '20 ms',
-           CASE WHEN n %% 100 = 0 THEN '{{"row_version": 9, "event_version": 1}}'::jsonb END
+           CASE WHEN n %% 100 = 0 THEN '{{"row_version": 9, "event_version": 1}}'::jsonb END, at
     FROM ({_SERIES}) AS s
 """  # noqa: S608
 _OUTCOMES = f"""
     INSERT INTO event_outcomes (event_id, consumer, outcome, origin, topic, partition,
-        "offset", entity_key, published_at, recorded_at)
+        "offset", entity_key, published_at, recorded_at, received_at)
     SELECT id::text, 'jobs', CASE WHEN n %% 1000 = 7 THEN 'dead_lettered' ELSE 'duplicate' END,
            'delivered', 'square.bookings', abs(hashtext('bk' || b)) %% 12, n, 'bk' || b,
-           at + interval '20 ms', at + interval '90 ms'
+           at + interval '20 ms', at + interval '90 ms', at
     FROM ({_SERIES}) AS s WHERE n %% 200 = 3 OR n %% 1000 = 7
 """  # noqa: S608
 _ANSWERS = f"""
@@ -416,11 +416,47 @@ def timing_figures(kind: str, timings: list[console_bench.Timing]) -> dict[str, 
     return figures
 
 
+# What every write reads at random: dedupe keys, consumer records, the projection and the outbox.
+# A store that has been receiving events keeps them in memory, touched all the time; a store
+# just filled in bulk has its event bodies in the OS cache instead. Each is read into the OS
+# cache (pg_prewarm's `read` mode) before measuring, unless --cold.
+HOT_TABLES = ("event_keys", "consumer_dedupe", "jobs", "outbox")
+_HOT_RELATIONS = """
+    SELECT c.oid::regclass::text FROM pg_class c
+    WHERE c.relname = ANY(%(tables)s)
+       OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN (
+           SELECT oid FROM pg_class WHERE relname = ANY(%(tables)s)))
+"""
+_BLOCKS_READ = "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()"
+
+
+def warm(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+    except psycopg.Error as exc:
+        print(f"  no pg_prewarm ({exc.__class__.__name__}): measured with what the cache holds")
+        return
+    relations = [r for (r,) in conn.execute(_HOT_RELATIONS, {"tables": list(HOT_TABLES)})]
+    for relation in relations:
+        conn.execute("SELECT pg_prewarm(%s, 'read')", (relation,))
+    print(f"  {len(relations)} relations of {', '.join(HOT_TABLES)} read into the OS cache")
+
+
+def blocks_read(database_url: str) -> int:
+    """Blocks this database read from outside PostgreSQL's buffers (the OS cache or disk)."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        row = conn.execute(_BLOCKS_READ).fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+
 async def measure_store(
     label: str, database_url: str, bootstrap: str, days: int, args: argparse.Namespace
 ) -> Figures:
     print(f"\n== {label}", flush=True)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        if not args.cold:
+            warm(conn)
         conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
         count = conn.execute("SELECT count(*) FROM inbound_events").fetchone()
         assert count is not None
@@ -429,6 +465,7 @@ async def measure_store(
     figures = timing_figures("console", console)
     lists = await api_bench.serve_and_measure(database_url, 100, args.requests, CUSTOMER)
     figures |= timing_figures("App API", lists)
+    before = blocks_read(database_url)
     figures |= await asyncio.to_thread(
         measure_ingest, database_url, args.duration, args.per_phase, args.ingest_rounds
     )
@@ -436,6 +473,8 @@ async def measure_store(
     figures["consumer apply: events/s"] = await apply_rate(
         database_url, bootstrap, args.consumer_events, 1000
     )
+    read = blocks_read(database_url) - before
+    print(f"  blocks read from outside shared buffers while writing: {read:,}")
     return figures
 
 
@@ -595,6 +634,7 @@ def main() -> int:
     parser.add_argument("--consumer-events", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=40, help="per console page and list")
     parser.add_argument("--skip-retention", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="measure without reading HOT_TABLES in")
     args = parser.parse_args()
     configure_logging("console", "warning")
 
