@@ -67,6 +67,16 @@ def drop_database(admin_url: str, url: str) -> None:
 
 
 @contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database on the server, dropped afterwards whatever happens."""
+    url = fresh_database(server_url)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, url)
+
+
+@contextlib.contextmanager
 def bench_database() -> Iterator[str]:
     """A fresh migrated database for one run, dropped after it: on DATABASE_URL's server (a stock
     PostgreSQL) when it is set, else on an embedded server started for the run."""
@@ -76,11 +86,8 @@ def bench_database() -> Iterator[str]:
         if server_url is None:
             postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
             server_url = postgres.start()
-        database_url = fresh_database(server_url)
-        try:
+        with scratch_database(server_url) as database_url:
             yield database_url
-        finally:
-            drop_database(server_url, database_url)
     finally:
         if postgres is not None:
             postgres.stop()
@@ -324,15 +331,13 @@ async def main_async(args: argparse.Namespace) -> None:
         if bootstrap is None:
             broker = EmbeddedBroker()
             bootstrap = broker.start()
-        applied_to = fresh_database(database_url)
-        await apply_rate(applied_to, bootstrap, args.events, args.batch)
         # The phases are separate measurements: the first one's database goes, and its dirty
         # pages are written out, so its vacuum and checkpoint do not run during the second.
-        drop_database(database_url, applied_to)
+        with scratch_database(database_url) as applied_to:
+            await apply_rate(applied_to, bootstrap, args.events, args.batch)
         if args.rate:
-            measured_on = fresh_database(database_url)
-            await end_to_end(measured_on, bootstrap, args.rate, args.seconds)
-            drop_database(database_url, measured_on)
+            with scratch_database(database_url) as measured_on:
+                await end_to_end(measured_on, bootstrap, args.rate, args.seconds)
     finally:
         if broker is not None:
             broker.stop()

@@ -75,14 +75,16 @@ WRITERS = 2  # connections filling a store at once
 CUSTOMER = "C7"  # a customer both stores have jobs of (bench/api_bench.py's ids)
 
 # One row per event n of lo..hi, received evenly over [start, start + span): booking b gets ten
-# events, the first `booking.created`; ids are uuids (md5 of n), as random as real ones, so the
-# indexes on them grow as a real store's do.
+# events, the first `booking.created`. Event ids are UUIDv7 of the time received (as ingest
+# makes them, sluice/ids.py) with random bits from md5 of n; provider ids are random uuids, as
+# Square's are, so the indexes on them grow as a real store's do.
 _SERIES = """
-    SELECT n, b, id, pid, at,
+    SELECT n, b, pid, at,
+           (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7'
+            || substr(md5('e' || n), 1, 3) || '8' || substr(md5('e' || n), 4, 15))::uuid AS id,
            CASE WHEN n %% 10 = 1 THEN 'booking.created' ELSE 'booking.updated' END AS type,
            to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at_ms
-    FROM (SELECT n, (n - 1) / 10 + 1 AS b, md5('e' || n)::uuid AS id,
-                 md5('p' || n)::uuid::text AS pid,
+    FROM (SELECT n, (n - 1) / 10 + 1 AS b, md5('p' || n)::uuid::text AS pid,
                  %(start)s::timestamptz
                    + make_interval(secs => %(span)s * (n - %(lo)s + 0.5) / (%(hi)s - %(lo)s + 1))
                    AS at
@@ -427,7 +429,27 @@ _HOT_RELATIONS = """
        OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN (
            SELECT oid FROM pg_class WHERE relname = ANY(%(tables)s)))
 """
-_BLOCKS_READ = "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()"
+# Blocks this database read from outside PostgreSQL's buffers (the OS cache or disk), and the
+# server's WAL: its bytes and full-page images (the first change to a page after a checkpoint
+# writes the whole page; random keys in an index larger than the buffers make most changes so).
+_IO = """
+    SELECT d.blks_read, w.wal_bytes, w.wal_fpi FROM pg_stat_database AS d, pg_stat_wal AS w
+    WHERE d.datname = current_database()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Io:
+    blocks_read: int
+    wal_bytes: int
+    full_page_images: int
+
+    def since(self, before: Io) -> str:
+        return (
+            f"{self.blocks_read - before.blocks_read:,} blocks read from outside shared buffers, "
+            f"{mb(self.wal_bytes - before.wal_bytes)} of WAL with "
+            f"{self.full_page_images - before.full_page_images:,} full-page images"
+        )
 
 
 def warm(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -442,12 +464,11 @@ def warm(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     print(f"  {len(relations)} relations of {', '.join(HOT_TABLES)} read into the OS cache")
 
 
-def blocks_read(database_url: str) -> int:
-    """Blocks this database read from outside PostgreSQL's buffers (the OS cache or disk)."""
+def io(database_url: str) -> Io:
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        row = conn.execute(_BLOCKS_READ).fetchone()
+        row = conn.execute(_IO).fetchone()
         assert row is not None
-        return int(str(row[0]))
+        return Io(*(int(str(value)) for value in row))
 
 
 async def measure_store(
@@ -465,17 +486,24 @@ async def measure_store(
     figures = timing_figures("console", console)
     lists = await api_bench.serve_and_measure(database_url, 100, args.requests, CUSTOMER)
     figures |= timing_figures("App API", lists)
-    before = blocks_read(database_url)
+    before = io(database_url)
     figures |= await asyncio.to_thread(
         measure_ingest, database_url, args.duration, args.per_phase, args.ingest_rounds
     )
+    before = io_line("ingest", database_url, before)
     figures["relay drain: rows/s"] = await measure_relay(database_url, bootstrap, args.rows)
+    before = io_line("relay", database_url, before)
     figures["consumer apply: events/s"] = await apply_rate(
         database_url, bootstrap, args.consumer_events, 1000
     )
-    read = blocks_read(database_url) - before
-    print(f"  blocks read from outside shared buffers while writing: {read:,}")
+    io_line("consumer", database_url, before)
     return figures
+
+
+def io_line(phase: str, database_url: str, before: Io) -> Io:
+    now = io(database_url)
+    print(f"  {phase}: {now.since(before)}", flush=True)
+    return now
 
 
 def report(empty: Figures, full: Figures) -> list[str]:

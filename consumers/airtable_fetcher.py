@@ -11,7 +11,6 @@ for the fetcher's metrics (and recorded on the webhook's row by the fetch itself
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from schemas.airtable import SOURCE, AirtablePing
 from schemas.envelope import CloudEvent
 from schemas.topics import CONSUMER_TOPICS, Topic
 from sluice.db import transaction
+from sluice.ids import new_event_id
 from sluice.tracing import TRACEPARENT, continuing
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class AirtableFetcher:
 def continuation(ping: Ping) -> OutboxMessage:
     """A ping of our own: fetch the rest of this webhook's backlog."""
     now = datetime.now(UTC)
-    event_id = uuid.uuid4()
+    event_id = new_event_id()
     body = AirtablePing.model_validate(
         {"base": {"id": ping.base_id}, "webhook": {"id": ping.webhook_id}, "timestamp": now}
     )

@@ -8,12 +8,12 @@ import hmac
 import json
 import secrets
 import string
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from devkit.square_envelope import square_envelope, square_timestamp
 from schemas.square_environment import ENVIRONMENT_HEADER, HEADER_VALUES
+from sluice.ids import new_event_id
 
 if TYPE_CHECKING:
     from outbox.enqueue import OutboxMessage
@@ -159,5 +159,5 @@ def square_kafka_message(event: dict[str, Any]) -> OutboxMessage:
     text = json.dumps(event)
     envelope = SquareEvent.model_validate_json(text)
     return square_outbox_message(
-        envelope, text, event_id=uuid.uuid4(), received_at=datetime.now(UTC)
+        envelope, text, event_id=new_event_id(), received_at=datetime.now(UTC)
     )

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from outbox.enqueue import OutboxMessage
 from schemas.airtable import SOURCE, AirtablePing
 from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
+from sluice.ids import new_event_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -100,7 +100,7 @@ def _new_event(
     ping: AirtablePing, body: bytes, delivery_headers: Mapping[str, str], signed_by: str
 ) -> NewEvent:
     received_at = datetime.now(UTC)
-    event_id = uuid.uuid4()
+    event_id = new_event_id()
     cloud_event = EventHead(
         id=str(event_id),
         source=SOURCE,

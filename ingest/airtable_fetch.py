@@ -19,7 +19,6 @@ A 429 ends the page's transaction first; the wait (30 s by default) happens outs
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,8 +34,10 @@ from schemas.envelope import EventHead, encode_with_raw_data
 from schemas.topics import Topic
 from sluice.db import transaction
 from sluice.errors import InvalidInputError
+from sluice.ids import new_event_id
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import Mapping
 
     from pyairtable.models.webhook import WebhookPayload, WebhookPayloads
@@ -332,7 +333,7 @@ def change_event(
     """The event row and outbox message of a change; `headers` are kept with the event and go on
     the Kafka message too (the reconciler marks its snapshots this way)."""
     received_at = datetime.now(UTC)
-    event_id = uuid.uuid4()
+    event_id = new_event_id()
     data_json = change.model_dump_json()
     message = record_change_message(change, data_json, event_id, received_at)
     message.headers.update(headers or {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from ingest.square_events import square_new_event
 from ingest.store import store_and_answer
 from schemas.square import SquareEvent
 from schemas.square_environment import ENVIRONMENT_HEADER, HEADER_VALUES, names_environment
+from sluice.ids import new_event_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -119,7 +119,7 @@ def _new_event(
     return square_new_event(
         envelope,
         text,
-        event_id=uuid.uuid4(),
+        event_id=new_event_id(),
         received_at=datetime.now(UTC),
         headers=headers,
         signature_key=signed_by,

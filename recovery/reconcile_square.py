@@ -53,6 +53,7 @@ from recovery.square_event_search import search_events
 from recovery.watermarks import CUSTOMERS, advance_watermark, read_watermark
 from schemas.square import SquareEvent
 from sluice.db import transaction
+from sluice.ids import new_event_id
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ def synthetic_event(
     return square_new_event(
         envelope,
         body_text,
-        event_id=uuid.uuid4(),
+        event_id=new_event_id(),
         received_at=now,
         headers=synthetic_headers(),
         extra_headers=synthetic_headers(),

@@ -15,7 +15,6 @@ Once an event could not be written, the watermark stays where it was for the res
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from recovery.watermarks import EVENTS, advance_watermark, read_watermark
 from schemas.origins import RECOVERED_FROM_SQUARE, RECOVERED_HEADER
 from schemas.square import EVENT_TYPES, EVENTS_HORIZON, SquareEvent
 from sluice.db import DatabaseUnavailableError, transaction
+from sluice.ids import new_event_id
 from sluice.jsontext import json_text
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _recordable(page: list[dict[str, Any]], summary: RunSummary) -> list[_Found]
         event = square_new_event(
             envelope,
             body,
-            event_id=uuid.uuid4(),
+            event_id=new_event_id(),
             received_at=datetime.now(UTC),
             headers=mark,
             extra_headers=mark,

@@ -101,6 +101,23 @@ async def test_valid_delivery_stores_event_and_outbox_row(
     assert kafka_headers["ce_type"] == "booking.created"
 
 
+async def test_event_ids_are_uuid7_in_the_order_received(
+    client: httpx.AsyncClient, db: Conn
+) -> None:
+    for _ in range(5):
+        body, headers = signed_square_delivery(
+            square_event("booking.updated"), key=SIGNATURE_KEY, url=WEBHOOK_URL
+        )
+        assert (await post(client, body, headers)).status_code == 200
+        await asyncio.sleep(0.002)  # a millisecond apart at least: ids sort by their time
+    rows = db.execute("SELECT id FROM inbound_events ORDER BY received_at").fetchall()
+    ids = [row[0] for row in rows]
+    assert len(ids) == 5
+    assert {i.version for i in ids} == {7}
+    assert ids == sorted(ids)
+    assert [str(i) for i in ids] == sorted(str(i) for i in ids)  # as text too (dedupe records)
+
+
 @pytest.mark.parametrize(
     ("event_type", "topic"),
     [("customer.updated", "square.customers"), ("customer.deleted", "square.customers")],
