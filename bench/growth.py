@@ -18,9 +18,10 @@
    with `upkeep` at the end of each week (`--retention-days`); its size must level off.
 
 Runs on DATABASE_URL's server (a stock PostgreSQL) when it is set, else an embedded one; on
-KAFKA_BOOTSTRAP_SERVERS when set, else an embedded broker. Its databases are dropped at the end.
+KAFKA_BOOTSTRAP_SERVERS when set, else an embedded broker. Its databases are dropped at the end;
+`--keep` keeps the empty and full stores, to look into on DATABASE_URL's server.
 
-    python bench/growth.py [--events 10000000] [--weeks 26] [--retention-days 28]
+    python bench/growth.py [--events 10000000] [--weeks 26] [--retention-days 28] [--keep]
 """
 
 from __future__ import annotations
@@ -644,7 +645,10 @@ def run(admin_url: str, args: argparse.Namespace) -> int:
             print(f"every figure on the full store within {WITHIN:.0%} of the empty one's")
     finally:
         for url in urls:
-            drop_database(admin_url, url)
+            if args.keep:
+                print(f"kept: {url}")
+            else:
+                drop_database(admin_url, url)
     if not args.skip_retention:
         asyncio.run(retention_run(admin_url, args.events, args.weeks, args.retention_days))
     return 0
@@ -663,6 +667,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=40, help="per console page and list")
     parser.add_argument("--skip-retention", action="store_true")
     parser.add_argument("--cold", action="store_true", help="measure without reading HOT_TABLES in")
+    parser.add_argument("--keep", action="store_true", help="keep the empty and full stores")
     args = parser.parse_args()
     configure_logging("console", "warning")
 
