@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 from outbox.enqueue import OutboxMessage, enqueue
 from schemas.app_api import AppChange
 from schemas.envelope import CloudEvent
 from schemas.topics import Topic
+from sluice.ids import new_event_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,7 +20,7 @@ SOURCE = "sluice/app-api"
 
 def change_message(change: AppChange, idempotency_key: str) -> OutboxMessage:
     event = CloudEvent[AppChange](
-        id=str(uuid.uuid4()),
+        id=str(new_event_id()),
         source=SOURCE,
         type=f"app.{change.entity}.changed",
         subject=change.id,
