@@ -15,6 +15,7 @@ from api.paging import decode_cursor, encode_cursor, paged_response
 from api.responses import ApiError, etag_response, path_id, row_etag
 from api.writes import check_precondition, row_endpoint
 from consumers.lead_sync import (
+    SYNC_STATES,
     open_conflicts,
     resolve_conflicts,
     retry_failed,
@@ -37,7 +38,6 @@ MAX_LIST = 1000
 DEFAULT_LIST = 500
 
 # Sync states a lead can be listed by (lead_sync.status; a lead never pushed has no row).
-SYNC_STATES = ("pending", "synced", "conflict", "failed")
 _ONE = text("SELECT * FROM leads WHERE record_id = :id")
 _LOCK = text("SELECT *, now() AS txn_now FROM leads WHERE record_id = :id FOR UPDATE")
 _CONFLICTS = text(

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from api import jobs, leads
 from api.idempotency import MAX_KEY_LENGTH
 from api.paging import MAX_CURSOR_LENGTH
+from consumers.lead_sync import SYNC_STATES
 from schemas.app_api import (
     MAX_ACTOR_LENGTH,
     BulkStatus,
@@ -135,7 +136,7 @@ _LEAD_FILTERS = [
     _query(
         "sync_status",
         "only leads whose write-back is in this state",
-        {"type": "string", "enum": list(leads.SYNC_STATES)},
+        {"type": "string", "enum": list(SYNC_STATES)},
     ),
     _query(
         "conflict",

@@ -8,7 +8,8 @@
    the events had, deleted again as the relay deletes them and vacuumed. `empty` is a freshly
    migrated store with one day of the same traffic in it, and at least 100,000 events, so that
    every page and list it times is a full one.
-2. The same measurements on `empty`, then on `full`: console and App API lists (the pages of
+2. The same measurements on `empty`, then on `full`, `--rounds` times in turn, each figure the
+   median of its rounds: console and App API lists (the pages of
    bench/console_bench.py and bench/api_bench.py), ingest (`sluice serve` and wrk, as
    bench/ingest_bench.py: best of `--ingest-rounds` at 64 connections, and ~2,000/s offered),
    a relay draining `--rows` outbox rows (bench/relay_bench.py) and the jobs consumer's apply
@@ -535,12 +536,23 @@ async def measure_both(
             broker = EmbeddedBroker()
             bootstrap = broker.start()
         quiet_kafka_client_logs()
-        empty = await measure_store("empty store", urls[0], bootstrap, days[0], args)
-        full = await measure_store("full store", urls[1], bootstrap, days[1], args)
+        # The stores take turns, round by round, so that a change in the machine's speed meets
+        # both alike; each figure is the median of its rounds.
+        stores = {"empty store": (urls[0], days[0]), "full store": (urls[1], days[1])}
+        rounds: dict[str, list[Figures]] = {label: [] for label in stores}
+        for n in range(args.rounds):
+            for label, (url, store_days) in stores.items():
+                where = f"{label}, round {n + 1} of {args.rounds}"
+                rounds[label].append(await measure_store(where, url, bootstrap, store_days, args))
     finally:
         if broker is not None:
             broker.stop()
+    empty, full = (medians(rounds[label]) for label in stores)
     return report(empty, full)
+
+
+def medians(rounds: list[Figures]) -> Figures:
+    return {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
 
 
 async def retention_run(admin_url: str, events: int, weeks: int, retention_days: int) -> None:
@@ -662,6 +674,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of each ingest phase")
     parser.add_argument("--per-phase", type=int, default=80_000, help="pre-signed requests")
     parser.add_argument("--ingest-rounds", type=int, default=2, help="phases at 64 connections")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each store, for medians")
     parser.add_argument("--rows", type=int, default=100_000, help="outbox rows the relay drains")
     parser.add_argument("--consumer-events", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=40, help="per console page and list")

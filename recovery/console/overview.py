@@ -2,7 +2,8 @@
 
 Every query here is served by an index or reads a small table, so the overview stays quick with
 millions of stored events: webhook counts come from ingest's per-minute tallies
-(`webhook_answers`), never from counting events; the backlog count stops at `BACKLOG_CAP`.
+(`webhook_answers`), never from counting events; the backlog count stops at `BACKLOG_CAP`;
+the write-back counts its outstanding leads and estimates the synced ones.
 Consumer lag comes from Kafka, sampled on the side every few seconds (`LagSampler`), so a page
 never waits on the broker.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import text
 
+from consumers.lead_sync import leads_by_state
 from consumers.observe import partition_lag
 from recovery.runs import SOURCES, recent_runs
 from recovery.watermarks import all_watermarks
@@ -74,7 +76,6 @@ _WEBHOOKS = text(
     FROM airtable_webhooks ORDER BY base_id, webhook_id
     """
 )
-_WRITEBACK = text("SELECT status, count(*) AS n FROM lead_sync GROUP BY status")
 _CONFLICTS = text("SELECT count(*) FROM sync_conflicts WHERE resolved_at IS NULL")  # open ones
 _PAUSED = text("SELECT component, paused_at, paused_by, reason FROM pauses ORDER BY component")
 
@@ -207,7 +208,7 @@ async def read_overview(engine: AsyncEngine, lag: LagSample) -> Overview:
         unowned = int((await conn.execute(_UNOWNED)).scalar_one())
         dead = [row_json(r) for r in (await conn.execute(_DEAD)).all()]
         webhooks = [row_json(r) for r in (await conn.execute(_WEBHOOKS)).all()]
-        writeback = {r.status: int(r.n) for r in (await conn.execute(_WRITEBACK)).all()}
+        writeback = await leads_by_state(conn, estimate_synced=True)
         conflicts = int((await conn.execute(_CONFLICTS)).scalar_one())
         paused = [row_json(r) for r in (await conn.execute(_PAUSED)).all()]
     reconciles = await recent_runs(engine, limit=5)

@@ -261,3 +261,34 @@ async def test_the_overview_shows_how_far_recovery_has_looked_and_warns_when_beh
     assert "behind" in events
     assert 'class="warn"' in events
     assert "behind" not in customers
+
+
+def _leads(db: psycopg.Connection[Any], status: str, count: int, prefix: str) -> None:
+    db.execute(
+        "INSERT INTO lead_sync (record_id, status)"
+        " SELECT %s || n, %s FROM generate_series(1, %s) AS n",
+        (prefix, status, count),
+    )
+
+
+def _writeback_line(page: str) -> str:
+    card = page[page.index('id="writeback"') :]
+    return card[card.index("<p>") + 3 : card.index("</p>")]
+
+
+async def test_the_overview_counts_outstanding_write_backs_exactly_and_estimates_the_synced(
+    console: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    await log_in(console)
+    _leads(db, "synced", 30, "recS")
+    _leads(db, "pending", 2, "recP")
+    _leads(db, "failed", 1, "recF")
+    _leads(db, "conflict", 1, "recC")
+    # Never analyzed: the synced leads are counted.
+    line = "pending 2, failed 1, in conflict 1; about 30 synced; conflicts 0 open"
+    assert _writeback_line((await console.get("/")).text) == line
+    db.execute("ANALYZE lead_sync")
+    _leads(db, "synced", 5, "recT")  # not in the estimate until the next analyze
+    _leads(db, "pending", 1, "recQ")  # counted at once
+    line = "pending 3, failed 1, in conflict 1; about 29 synced; conflicts 0 open"
+    assert _writeback_line((await console.get("/")).text) == line
