@@ -8,8 +8,9 @@
    the events had, deleted again as the relay deletes them and vacuumed. `empty` is a freshly
    migrated store with one day of the same traffic in it, and at least 100,000 events, so that
    every page and list it times is a full one.
-2. The same measurements on `empty`, then on `full`, `--rounds` times in turn, each figure the
-   median of its rounds: console and App API lists (the pages of
+2. The same measurements on `empty`, then on `full`, `--rounds` times in turn (every round of
+   reads before the first round of writes), each figure the median of its rounds: console and
+   App API lists (the pages of
    bench/console_bench.py and bench/api_bench.py), ingest (`sluice serve` and wrk, as
    bench/ingest_bench.py: best of `--ingest-rounds` at 64 connections, and ~2,000/s offered),
    a relay draining `--rows` outbox rows (bench/relay_bench.py) and the jobs consumer's apply
@@ -49,7 +50,15 @@ import api_bench  # bench/ is on sys.path
 import console_bench
 import psycopg
 from consumer_bench import apply_rate, drop_database, fresh_database
-from ingest_bench import WRK_SCRIPT, WrkResult, run_wrk, start_server, write_requests
+from ingest_bench import (
+    PER_PHASE,
+    WARMUP,
+    WRK_SCRIPT,
+    WrkResult,
+    run_wrk,
+    start_server,
+    write_requests,
+)
 from relay_bench import PARTITIONS, drain, fill_backlog, vacuum
 from sqlalchemy import text
 
@@ -363,7 +372,7 @@ def measure_ingest(database_url: str, duration: int, per_phase: int, rounds: int
         script = workdir / "signed.lua"
         script.write_text(WRK_SCRIPT)
         warmup = workdir / "warmup.txt"
-        write_requests(warmup, 20_000, url)
+        write_requests(warmup, WARMUP, url)
         run_wrk(base, script, warmup, 64, 3)  # not reported
         requests = workdir / "steady.txt"
         write_requests(requests, per_phase, url)
@@ -473,23 +482,37 @@ def io(database_url: str) -> Io:
         return Io(*(int(str(value)) for value in row))
 
 
-async def measure_store(
-    label: str, database_url: str, bootstrap: str, days: int, args: argparse.Namespace
+def settle(conn: psycopg.Connection[tuple[object, ...]], args: argparse.Namespace) -> None:
+    """Reads the hot tables in (unless --cold) and checkpoints, so that each store is measured
+    from the same point of the checkpoint cycle."""
+    if not args.cold:
+        warm(conn)
+    conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
+
+
+async def measure_reads(
+    label: str, database_url: str, days: int, args: argparse.Namespace
 ) -> Figures:
-    print(f"\n== {label}", flush=True)
+    print(f"\n== {label}: console pages and App API lists", flush=True)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        if not args.cold:
-            warm(conn)
-        conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
+        settle(conn, args)
         count = conn.execute("SELECT count(*) FROM inbound_events").fetchone()
         assert count is not None
         ids = console_bench.pick_ids(conn, int(count[0]))
     console = await console_bench.serve_and_measure(database_url, ids, days, args.requests)
     figures = timing_figures("console", console)
     lists = await api_bench.serve_and_measure(database_url, 100, args.requests, CUSTOMER)
-    figures |= timing_figures("App API", lists)
+    return figures | timing_figures("App API", lists)
+
+
+async def measure_writes(
+    label: str, database_url: str, bootstrap: str, args: argparse.Namespace
+) -> Figures:
+    print(f"\n== {label}: ingest, relay, consumer", flush=True)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        settle(conn, args)
     before = io(database_url)
-    figures |= await asyncio.to_thread(
+    figures = await asyncio.to_thread(
         measure_ingest, database_url, args.duration, args.per_phase, args.ingest_rounds
     )
     before = io_line("ingest", database_url, before)
@@ -537,17 +560,23 @@ async def measure_both(
             bootstrap = broker.start()
         quiet_kafka_client_logs()
         # The stores take turns, round by round, so that a change in the machine's speed meets
-        # both alike; each figure is the median of its rounds.
+        # both alike; each figure is the median of its rounds. Every read round comes first: the
+        # write phases add events no consumer applies, which a running store does not have.
         stores = {"empty store": (urls[0], days[0]), "full store": (urls[1], days[1])}
-        rounds: dict[str, list[Figures]] = {label: [] for label in stores}
+        reads: dict[str, list[Figures]] = {label: [] for label in stores}
+        writes: dict[str, list[Figures]] = {label: [] for label in stores}
         for n in range(args.rounds):
             for label, (url, store_days) in stores.items():
                 where = f"{label}, round {n + 1} of {args.rounds}"
-                rounds[label].append(await measure_store(where, url, bootstrap, store_days, args))
+                reads[label].append(await measure_reads(where, url, store_days, args))
+        for n in range(args.rounds):
+            for label, (url, _) in stores.items():
+                where = f"{label}, round {n + 1} of {args.rounds}"
+                writes[label].append(await measure_writes(where, url, bootstrap, args))
     finally:
         if broker is not None:
             broker.stop()
-    empty, full = (medians(rounds[label]) for label in stores)
+    empty, full = (medians(reads[label]) | medians(writes[label]) for label in stores)
     return report(empty, full)
 
 
@@ -672,7 +701,7 @@ def main() -> int:
     parser.add_argument("--weeks", type=int, default=26)
     parser.add_argument("--retention-days", type=int, default=28)
     parser.add_argument("--duration", type=int, default=10, help="seconds of each ingest phase")
-    parser.add_argument("--per-phase", type=int, default=80_000, help="pre-signed requests")
+    parser.add_argument("--per-phase", type=int, default=PER_PHASE, help="pre-signed requests")
     parser.add_argument("--ingest-rounds", type=int, default=2, help="phases at 64 connections")
     parser.add_argument("--rounds", type=int, default=3, help="turns of each store, for medians")
     parser.add_argument("--rows", type=int, default=100_000, help="outbox rows the relay drains")
