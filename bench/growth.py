@@ -72,6 +72,8 @@ from sluice.db import autocommit, create_engine, libpq_url
 from sluice.logging import configure_logging
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 WEEK = timedelta(days=PARTITION_DAYS)
@@ -482,20 +484,21 @@ def io(database_url: str) -> Io:
         return Io(*(int(str(value)) for value in row))
 
 
-def settle(conn: psycopg.Connection[tuple[object, ...]], args: argparse.Namespace) -> None:
+def settle(label: str, database_url: str, args: argparse.Namespace) -> None:
     """Reads the hot tables in (unless --cold) and checkpoints, so that each store is measured
     from the same point of the checkpoint cycle."""
-    if not args.cold:
-        warm(conn)
-    conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
+    print(f"\n== {label}", flush=True)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        if not args.cold:
+            warm(conn)
+        conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
 
 
 async def measure_reads(
     label: str, database_url: str, days: int, args: argparse.Namespace
 ) -> Figures:
-    print(f"\n== {label}: console pages and App API lists", flush=True)
+    settle(f"{label}: console pages and App API lists", database_url, args)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        settle(conn, args)
         count = conn.execute("SELECT count(*) FROM inbound_events").fetchone()
         assert count is not None
         ids = console_bench.pick_ids(conn, int(count[0]))
@@ -508,9 +511,7 @@ async def measure_reads(
 async def measure_writes(
     label: str, database_url: str, bootstrap: str, args: argparse.Namespace
 ) -> Figures:
-    print(f"\n== {label}: ingest, relay, consumer", flush=True)
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        settle(conn, args)
+    settle(f"{label}: ingest, relay, consumer", database_url, args)
     before = io(database_url)
     figures = await asyncio.to_thread(
         measure_ingest, database_url, args.duration, args.per_phase, args.ingest_rounds
@@ -563,21 +564,22 @@ async def measure_both(
         # both alike; each figure is the median of its rounds. Every read round comes first: the
         # write phases add events no consumer applies, which a running store does not have.
         stores = {"empty store": (urls[0], days[0]), "full store": (urls[1], days[1])}
-        reads: dict[str, list[Figures]] = {label: [] for label in stores}
-        writes: dict[str, list[Figures]] = {label: [] for label in stores}
-        for n in range(args.rounds):
-            for label, (url, store_days) in stores.items():
-                where = f"{label}, round {n + 1} of {args.rounds}"
-                reads[label].append(await measure_reads(where, url, store_days, args))
-        for n in range(args.rounds):
-            for label, (url, _) in stores.items():
-                where = f"{label}, round {n + 1} of {args.rounds}"
-                writes[label].append(await measure_writes(where, url, bootstrap, args))
+
+        async def in_turns(measure: Callable[[str, str, int], Awaitable[Figures]]) -> list[Figures]:
+            """Each store's medians of `measure` over the rounds, empty first."""
+            rounds: dict[str, list[Figures]] = {label: [] for label in stores}
+            for n in range(args.rounds):
+                for label, (url, store_days) in stores.items():
+                    where = f"{label}, round {n + 1} of {args.rounds}"
+                    rounds[label].append(await measure(where, url, store_days))
+            return [medians(figures) for figures in rounds.values()]
+
+        reads = await in_turns(lambda where, url, days: measure_reads(where, url, days, args))
+        writes = await in_turns(lambda where, url, _: measure_writes(where, url, bootstrap, args))
     finally:
         if broker is not None:
             broker.stop()
-    empty, full = (medians(reads[label]) | medians(writes[label]) for label in stores)
-    return report(empty, full)
+    return report(reads[0] | writes[0], reads[1] | writes[1])
 
 
 def medians(rounds: list[Figures]) -> Figures:
