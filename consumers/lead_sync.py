@@ -169,11 +169,12 @@ async def leads_by_state(conn: AsyncConnection, *, estimate_synced: bool) -> dic
     estimate less the outstanding ones, which costs the same for ten leads or ten million."""
     result = await conn.execute(_OUTSTANDING_COUNTS, {"states": list(OUTSTANDING)})
     counts = dict.fromkeys(SYNC_STATES, 0) | {row.status: int(row.n) for row in result}
-    rows = (await conn.execute(_ROWS_ESTIMATE)).scalar_one() if estimate_synced else -1
-    if rows < 0:
-        counts["synced"] = int((await conn.execute(_SYNCED)).scalar_one())
-    else:
-        counts["synced"] = max(int(rows) - sum(counts[s] for s in OUTSTANDING), 0)
+    if estimate_synced:
+        rows = (await conn.execute(_ROWS_ESTIMATE)).scalar_one()
+        if rows >= 0:
+            counts["synced"] = max(int(rows) - sum(counts[s] for s in OUTSTANDING), 0)
+            return counts
+    counts["synced"] = int((await conn.execute(_SYNCED)).scalar_one())
     return counts
 
 
