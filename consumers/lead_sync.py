@@ -163,19 +163,23 @@ _SYNCED = text("SELECT count(*) FROM lead_sync WHERE status = 'synced'")
 _ROWS_ESTIMATE = text("SELECT reltuples FROM pg_class WHERE oid = 'lead_sync'::regclass")
 
 
-async def leads_by_state(conn: AsyncConnection, *, estimate_synced: bool) -> dict[SyncStatus, int]:
-    """How many leads are in each sync state. The outstanding ones are counted exactly; synced,
-    nearly every lead, is counted too, or with `estimate_synced` taken from the table's row
-    estimate less the outstanding ones, which costs the same for ten leads or ten million."""
+async def leads_by_state(
+    conn: AsyncConnection, *, estimate_synced: bool
+) -> tuple[dict[SyncStatus, int], bool]:
+    """How many leads are in each sync state, and whether synced is an estimate. The outstanding
+    ones are counted exactly; synced, nearly every lead, is counted too, or with
+    `estimate_synced` taken from the table's row estimate less the outstanding ones, which costs
+    the same for ten leads or ten million (counted after all while the table was never
+    analyzed)."""
     result = await conn.execute(_OUTSTANDING_COUNTS, {"states": list(OUTSTANDING)})
     counts = dict.fromkeys(SYNC_STATES, 0) | {row.status: int(row.n) for row in result}
     if estimate_synced:
         rows = (await conn.execute(_ROWS_ESTIMATE)).scalar_one()
         if rows >= 0:
             counts["synced"] = max(int(rows) - sum(counts[s] for s in OUTSTANDING), 0)
-            return counts
+            return counts, True
     counts["synced"] = int((await conn.execute(_SYNCED)).scalar_one())
-    return counts
+    return counts, False
 
 
 _SYNC_OF = text(

@@ -43,7 +43,7 @@ class WritebackMetrics:
             return
         self._sampled_at = now
         async with transaction(engine) as conn:
-            counts = await leads_by_state(conn, estimate_synced=False)
+            counts, _ = await leads_by_state(conn, estimate_synced=False)
         for state, count in counts.items():
             self.leads.labels(state).set(count)
 

@@ -187,6 +187,7 @@ class Overview:
     watermarks: list[dict[str, Any]]
     webhooks: list[dict[str, Any]]
     writeback: dict[str, int]
+    writeback_synced_estimated: bool
     conflicts: int
     paused: list[dict[str, Any]]
     lag: LagSample
@@ -208,7 +209,7 @@ async def read_overview(engine: AsyncEngine, lag: LagSample) -> Overview:
         unowned = int((await conn.execute(_UNOWNED)).scalar_one())
         dead = [row_json(r) for r in (await conn.execute(_DEAD)).all()]
         webhooks = [row_json(r) for r in (await conn.execute(_WEBHOOKS)).all()]
-        writeback = await leads_by_state(conn, estimate_synced=True)
+        writeback, synced_estimated = await leads_by_state(conn, estimate_synced=True)
         conflicts = int((await conn.execute(_CONFLICTS)).scalar_one())
         paused = [row_json(r) for r in (await conn.execute(_PAUSED)).all()]
     reconciles = await recent_runs(engine, limit=5)
@@ -228,6 +229,7 @@ async def read_overview(engine: AsyncEngine, lag: LagSample) -> Overview:
         watermarks=watermarks,
         webhooks=webhooks,
         writeback=writeback,
+        writeback_synced_estimated=synced_estimated,
         conflicts=conflicts,
         paused=paused,
         lag=lag,

@@ -284,8 +284,8 @@ async def test_the_overview_counts_outstanding_write_backs_exactly_and_estimates
     _leads(db, "pending", 2, "recP")
     _leads(db, "failed", 1, "recF")
     _leads(db, "conflict", 1, "recC")
-    # Never analyzed: the synced leads are counted.
-    line = "pending 2, failed 1, in conflict 1; about 30 synced; conflicts 0 open"
+    # Never analyzed: the synced leads are counted, and the page says so.
+    line = "pending 2, failed 1, in conflict 1; 30 synced; conflicts 0 open"
     assert _writeback_line((await console.get("/")).text) == line
     db.execute("ANALYZE lead_sync")
     _leads(db, "synced", 5, "recT")  # not in the estimate until the next analyze
