@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 
 import httpx
 import psycopg
-from console_bench import Timing, all_under, measure, served  # bench/ is on sys.path
+from console_bench import Store, Timing, all_under, measure, served  # bench/ is on sys.path
 from consumer_bench import bench_database
 
 from api.app import create_api_app
@@ -116,16 +117,22 @@ def pages(limit: int, middle_day: str, customer: str = "C4242") -> list[tuple[st
 
 
 async def serve_and_measure(
-    database_url: str, limit: int, requests: int, customer: str = "C4242"
-) -> list[Timing]:
-    settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=TOKEN)
+    database_urls: dict[str, str], limit: int, requests: int, customer: str = "C4242"
+) -> list[list[Timing]]:
+    """The App API of each store (label -> database URL), served at once and measured side by
+    side."""
     middle_day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 45 * 86_400))
-    async with served(create_api_app(settings)) as url:
-        paths = pages(limit, middle_day, customer)
-        # The next page of a half-way page: a cursor deep in the list.
-        deep = await next_of(url, paths[1][1])
-        paths.insert(2, ("jobs, the page a cursor reaches", deep))
-        return await measure(url, paths, requests, headers={"Authorization": f"Bearer {TOKEN}"})
+    async with contextlib.AsyncExitStack() as stack:
+        stores = []
+        for label, database_url in database_urls.items():
+            settings = Settings(DATABASE_URL=database_url, SLUICE_API_TOKEN=TOKEN)
+            url = await stack.enter_async_context(served(create_api_app(settings)))
+            paths = pages(limit, middle_day, customer)
+            # The next page of a half-way page: a cursor deep in the list.
+            deep = await next_of(url, paths[1][1])
+            paths.insert(2, ("jobs, the page a cursor reaches", deep))
+            stores.append(Store(label, url, paths))
+        return await measure(stores, requests, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def main() -> int:
@@ -139,7 +146,8 @@ def main() -> int:
     print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
     with bench_database() as database_url:
         fill(database_url, args.jobs, args.leads)
-        timings = asyncio.run(serve_and_measure(database_url, args.limit, args.requests))
+        stores = {"store": database_url}
+        [timings] = asyncio.run(serve_and_measure(stores, args.limit, args.requests))
     met = all_under(timings, TARGET_P95_MS)
     print(f"target p95 < {TARGET_P95_MS:.0f} ms on every list: {'met' if met else 'NOT met'}")
     return 0 if met else 1

@@ -182,29 +182,54 @@ class Timing:
     max_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A served app and the paths to time on it: (page name, path), the same names in the same
+    order on every store measured side by side."""
+
+    label: str
+    base: str
+    paths: list[tuple[str, str]]
+
+
 async def measure(
-    base: str, paths: list[tuple[str, str]], requests: int, *, headers: dict[str, str]
-) -> list[Timing]:
-    """Each path's p50, p95 and max over `requests` requests after a warm-up, one at a time,
-    printed as they come."""
-    timings = []
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
-        print(f"{'page':<34} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
-        for name, path in paths:
-            for _ in range(3):
-                answer = await client.get(path)
-                assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
-            times = []
-            for _ in range(requests):
-                started = time.perf_counter()
-                answer = await client.get(path)
-                times.append((time.perf_counter() - started) * 1000)
-                assert answer.status_code == 200
-            timing = Timing(
-                name, statistics.median(times), statistics.quantiles(times, n=20)[18], max(times)
+    stores: list[Store], requests: int, *, headers: dict[str, str]
+) -> list[list[Timing]]:
+    """Each store's p50, p95 and max of each page over `requests` requests after a warm-up, one
+    request at a time, printed as they come. With several stores, each page's requests alternate
+    between them (in turn, the order reversed each time), so that a change in the machine's
+    speed meets every store alike and their ratio is measured side by side."""
+    timings: list[list[Timing]] = [[] for _ in stores]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=store.base, headers=headers, timeout=60)
             )
-            timings.append(timing)
-            print(f"{name:<34} {timing.p50_ms:8.1f} {timing.p95_ms:8.1f} {timing.max_ms:8.1f}")
+            for store in stores
+        ]
+        columns = "".join(f" {f'{s.label} p50':>14} {'p95':>6} {'max':>6}" for s in stores)
+        print(f"{'page':<34}{columns}  (ms)")
+        for n, name in enumerate(name for name, _ in stores[0].paths):
+            paths = [store.paths[n][1] for store in stores]
+            for client, path in zip(clients, paths, strict=True):
+                for _ in range(3):
+                    answer = await client.get(path)
+                    assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+            times: list[list[float]] = [[] for _ in stores]
+            for turn in range(requests):
+                order = range(len(stores)) if turn % 2 == 0 else reversed(range(len(stores)))
+                for k in order:
+                    started = time.perf_counter()
+                    answer = await clients[k].get(paths[k])
+                    times[k].append((time.perf_counter() - started) * 1000)
+                    assert answer.status_code == 200
+            line = f"{name:<34}"
+            for k, samples in enumerate(times):
+                p95 = statistics.quantiles(samples, n=20, method="inclusive")[18]
+                timing = Timing(name, statistics.median(samples), p95, max(samples))
+                timings[k].append(timing)
+                line += f" {timing.p50_ms:14.1f} {timing.p95_ms:6.1f} {timing.max_ms:6.1f}"
+            print(line, flush=True)
     return timings
 
 
@@ -231,16 +256,17 @@ async def served(app: Any) -> AsyncIterator[str]:  # noqa: ANN401 - any ASGI app
 
 
 async def serve_and_measure(
-    database_url: str, ids: dict[str, str], days: int, requests: int
-) -> list[Timing]:
-    settings = Settings(DATABASE_URL=database_url, SLUICE_ADMIN_TOKEN=TOKEN)
-    async with served(create_admin_app(settings)) as url:
-        return await measure(
-            f"{url}/console",
-            pages(ids, days),
-            requests,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
+    stores: dict[str, tuple[str, dict[str, str], int]], requests: int
+) -> list[list[Timing]]:
+    """The console of each store, label -> (database URL, its ids, its days), served at once and
+    measured side by side."""
+    async with contextlib.AsyncExitStack() as stack:
+        served_stores = []
+        for label, (database_url, ids, days) in stores.items():
+            settings = Settings(DATABASE_URL=database_url, SLUICE_ADMIN_TOKEN=TOKEN)
+            url = await stack.enter_async_context(served(create_admin_app(settings)))
+            served_stores.append(Store(label, f"{url}/console", pages(ids, days)))
+        return await measure(served_stores, requests, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def main() -> int:
@@ -253,7 +279,8 @@ def main() -> int:
     print(f"cores: {os.cpu_count()} (figures from a shared machine are rough)")
     with bench_database() as database_url:
         ids = fill(database_url, args.events, args.days)
-        timings = asyncio.run(serve_and_measure(database_url, ids, args.days, args.requests))
+        stores = {"store": (database_url, ids, args.days)}
+        [timings] = asyncio.run(serve_and_measure(stores, args.requests))
     met = all_under(timings, TARGET_P95_MS)
     print(f"target p95 < {TARGET_P95_MS:.0f} ms on every page: {'met' if met else 'NOT met'}")
     return 0 if met else 1

@@ -8,13 +8,14 @@
    the events had, deleted again as the relay deletes them and vacuumed. `empty` is a freshly
    migrated store with one day of the same traffic in it, and at least 100,000 events, so that
    every page and list it times is a full one.
-2. The same measurements on `empty`, then on `full`, `--rounds` times in turn (every round of
-   reads before the first round of writes), each figure the median of its rounds: console and
-   App API lists (the pages of
-   bench/console_bench.py and bench/api_bench.py), ingest (`sluice serve` and wrk, as
-   bench/ingest_bench.py: best of `--ingest-rounds` at 64 connections, and ~2,000/s offered),
-   a relay draining `--rows` outbox rows (bench/relay_bench.py) and the jobs consumer's apply
-   rate (bench/consumer_bench.py); a table of both and full/empty.
+2. The same measurements on both, `--rounds` times, each figure the median of its rounds, every
+   round of reads before the first round of writes. Reads side by side: both stores' console
+   pages and App API lists (the pages of bench/console_bench.py and bench/api_bench.py) are
+   served at once, and each page's `--requests` requests alternate between them. Writes in
+   turn, empty then full: ingest (`sluice serve` and wrk, as bench/ingest_bench.py: best of
+   `--ingest-rounds` at 64 connections, and ~2,000/s offered), a relay draining `--rows`
+   outbox rows (bench/relay_bench.py) and the jobs consumer's apply rate
+   (bench/consumer_bench.py). A table of both and full/empty.
 3. Bytes per stored event.
 4. Retention: a third store gets the same weekly volume week after week for `--weeks` weeks,
    with `upkeep` at the end of each week (`--retention-days`); its size must level off.
@@ -72,8 +73,6 @@ from sluice.db import autocommit, create_engine, libpq_url
 from sluice.logging import configure_logging
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 WEEK = timedelta(days=PARTITION_DAYS)
@@ -465,16 +464,16 @@ class Io:
         )
 
 
-def warm(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def warm(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    """What it did, to print."""
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
     except psycopg.Error as exc:
-        print(f"  no pg_prewarm ({exc.__class__.__name__}): measured with what the cache holds")
-        return
+        return f"no pg_prewarm ({exc.__class__.__name__}): measured with what the cache holds"
     relations = [r for (r,) in conn.execute(_HOT_RELATIONS, {"tables": list(HOT_TABLES)})]
     for relation in relations:
         conn.execute("SELECT pg_prewarm(%s, 'read')", (relation,))
-    print(f"  {len(relations)} relations of {', '.join(HOT_TABLES)} read into the OS cache")
+    return f"{len(relations)} relations of {', '.join(HOT_TABLES)} read into the OS cache"
 
 
 def io(database_url: str) -> Io:
@@ -487,31 +486,40 @@ def io(database_url: str) -> Io:
 def settle(label: str, database_url: str, args: argparse.Namespace) -> None:
     """Reads the hot tables in (unless --cold) and checkpoints, so that each store is measured
     from the same point of the checkpoint cycle."""
-    print(f"\n== {label}", flush=True)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        if not args.cold:
-            warm(conn)
+        done = "cold: measured with what the cache holds" if args.cold else warm(conn)
         conn.execute("CHECKPOINT")  # what came before is written out, not this store's cost
+    print(f"  {label}: {done}", flush=True)
 
 
 async def measure_reads(
-    label: str, database_url: str, days: int, args: argparse.Namespace
-) -> Figures:
-    settle(f"{label}: console pages and App API lists", database_url, args)
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        count = conn.execute("SELECT count(*) FROM inbound_events").fetchone()
-        assert count is not None
-        ids = console_bench.pick_ids(conn, int(count[0]))
-    console = await console_bench.serve_and_measure(database_url, ids, days, args.requests)
-    figures = timing_figures("console", console)
-    lists = await api_bench.serve_and_measure(database_url, 100, args.requests, CUSTOMER)
-    return figures | timing_figures("App API", lists)
+    label: str, stores: dict[str, tuple[str, int]], args: argparse.Namespace
+) -> list[Figures]:
+    """The console pages and App API lists of every store (label -> (URL, days)), side by side:
+    each page's requests alternate between the stores. One Figures per store, in order."""
+    print(f"\n== {label}: console pages and App API lists, side by side", flush=True)
+    console_stores = {}
+    for store, (database_url, days) in stores.items():
+        settle(store, database_url, args)
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            count = conn.execute("SELECT count(*) FROM inbound_events").fetchone()
+            assert count is not None
+            ids = console_bench.pick_ids(conn, int(count[0]))
+        console_stores[store] = (database_url, ids, days)
+    console = await console_bench.serve_and_measure(console_stores, args.requests)
+    urls = {store: url for store, (url, _) in stores.items()}
+    lists = await api_bench.serve_and_measure(urls, 100, args.requests, CUSTOMER)
+    return [
+        timing_figures("console", pages) | timing_figures("App API", api)
+        for pages, api in zip(console, lists, strict=True)
+    ]
 
 
 async def measure_writes(
     label: str, database_url: str, bootstrap: str, args: argparse.Namespace
 ) -> Figures:
-    settle(f"{label}: ingest, relay, consumer", database_url, args)
+    print(f"\n== {label}: ingest, relay, consumer", flush=True)
+    settle("store", database_url, args)
     before = io(database_url)
     figures = await asyncio.to_thread(
         measure_ingest, database_url, args.duration, args.per_phase, args.ingest_rounds
@@ -560,22 +568,22 @@ async def measure_both(
             broker = EmbeddedBroker()
             bootstrap = broker.start()
         quiet_kafka_client_logs()
-        # The stores take turns, round by round, so that a change in the machine's speed meets
-        # both alike; each figure is the median of its rounds. Every read round comes first: the
-        # write phases add events no consumer applies, which a running store does not have.
+        # Each figure is the median of its rounds. The reads of both stores are measured side
+        # by side, request by request; the writes take turns, round by round, so that a change
+        # in the machine's speed meets both alike. Every read round comes first: the write
+        # phases add events no consumer applies, which a running store does not have.
         stores = {"empty store": (urls[0], days[0]), "full store": (urls[1], days[1])}
-
-        async def in_turns(measure: Callable[[str, str, int], Awaitable[Figures]]) -> list[Figures]:
-            """Each store's medians of `measure` over the rounds, empty first."""
-            rounds: dict[str, list[Figures]] = {label: [] for label in stores}
-            for n in range(args.rounds):
-                for label, (url, store_days) in stores.items():
-                    where = f"{label}, round {n + 1} of {args.rounds}"
-                    rounds[label].append(await measure(where, url, store_days))
-            return [medians(figures) for figures in rounds.values()]
-
-        reads = await in_turns(lambda where, url, days: measure_reads(where, url, days, args))
-        writes = await in_turns(lambda where, url, _: measure_writes(where, url, bootstrap, args))
+        read_rounds = [
+            await measure_reads(f"round {n + 1} of {args.rounds}", stores, args)
+            for n in range(args.rounds)
+        ]
+        reads = [medians([r[k] for r in read_rounds]) for k in range(len(stores))]
+        write_rounds: dict[str, list[Figures]] = {label: [] for label in stores}
+        for n in range(args.rounds):
+            for label, (url, _) in stores.items():
+                where = f"{label}, round {n + 1} of {args.rounds}"
+                write_rounds[label].append(await measure_writes(where, url, bootstrap, args))
+        writes = [medians(figures) for figures in write_rounds.values()]
     finally:
         if broker is not None:
             broker.stop()
@@ -708,7 +716,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="turns of each store, for medians")
     parser.add_argument("--rows", type=int, default=100_000, help="outbox rows the relay drains")
     parser.add_argument("--consumer-events", type=int, default=50_000)
-    parser.add_argument("--requests", type=int, default=40, help="per console page and list")
+    parser.add_argument("--requests", type=int, default=100, help="per console page and list")
     parser.add_argument("--skip-retention", action="store_true")
     parser.add_argument("--cold", action="store_true", help="measure without reading HOT_TABLES in")
     parser.add_argument("--keep", action="store_true", help="keep the empty and full stores")
