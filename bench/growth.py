@@ -19,12 +19,14 @@
 3. Bytes per stored event.
 4. Retention: a third store gets the same weekly volume week after week for `--weeks` weeks,
    with `upkeep` at the end of each week (`--retention-days`); its size must level off.
+   `--only growth` skips it; `--only retention` runs it alone.
 
 Runs on DATABASE_URL's server (a stock PostgreSQL) when it is set, else an embedded one; on
 KAFKA_BOOTSTRAP_SERVERS when set, else an embedded broker. Its databases are dropped at the end;
 `--keep` keeps the empty and full stores, to look into on DATABASE_URL's server.
 
-    python bench/growth.py [--events 10000000] [--weeks 26] [--retention-days 28] [--keep]
+    python bench/growth.py [--events 10000000] [--weeks 26] [--retention-days 28]
+        [--only growth|retention] [--keep]
 """
 
 from __future__ import annotations
@@ -662,6 +664,15 @@ def server_version(admin_url: str) -> str:
 
 
 def run(admin_url: str, args: argparse.Namespace) -> int:
+    if args.only != "retention":
+        growth_run(admin_url, args)
+    if args.only != "growth":
+        asyncio.run(retention_run(admin_url, args.events, args.weeks, args.retention_days))
+    return 0
+
+
+def growth_run(admin_url: str, args: argparse.Namespace) -> None:
+    """The empty and the full store, filled and measured."""
     now = datetime.now(UTC)
     # One day of the same traffic, or at least SEED events.
     seed = min(args.events, max(SEED, args.events // (args.weeks * PARTITION_DAYS)))
@@ -700,9 +711,6 @@ def run(admin_url: str, args: argparse.Namespace) -> int:
                 print(f"kept: {url}")
             else:
                 drop_database(admin_url, url)
-    if not args.skip_retention:
-        asyncio.run(retention_run(admin_url, args.events, args.weeks, args.retention_days))
-    return 0
 
 
 def main() -> int:
@@ -717,7 +725,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="outbox rows the relay drains")
     parser.add_argument("--consumer-events", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=100, help="per console page and list")
-    parser.add_argument("--skip-retention", action="store_true")
+    parser.add_argument(
+        "--only", choices=("growth", "retention"), help="one part: the two stores, or retention"
+    )
     parser.add_argument("--cold", action="store_true", help="measure without reading HOT_TABLES in")
     parser.add_argument("--keep", action="store_true", help="keep the empty and full stores")
     args = parser.parse_args()
