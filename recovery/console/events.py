@@ -81,6 +81,11 @@ _EVENT_OF = (
     f" UNION ALL SELECT {_COLUMNS} FROM inbound_events e"
     " WHERE e.id = o.event_id AND o.received_at IS NULL"
 )
+# A page and one row more, to know whether another page follows. A constant, not a parameter:
+# PostgreSQL costs a generic plan with a parameter LIMIT as if it read a tenth of the table, so
+# it would plan the statement again at every execution, over every partition (1.2 ms of 1.7 on a
+# store of 33 partitions, against 0.2 of 0.6 with the constant).
+_LIMIT = f"LIMIT {PAGE + 1}"
 _OUTCOMES_OF = text(
     """
     SELECT event_id, consumer, outcome FROM consumer_dedupe
@@ -160,7 +165,7 @@ def _by_source(source: str, where: EventFilter) -> str:
     return (
         f"(SELECT {_COLUMNS}, e.received_at AS listed_at FROM inbound_events e"  # noqa: S608
         f" WHERE {' AND '.join(conditions)}"
-        " ORDER BY e.received_at DESC, e.id DESC LIMIT :limit)"
+        f" ORDER BY e.received_at DESC, e.id DESC {_LIMIT})"
     )
 
 
@@ -173,13 +178,13 @@ def _list_sql(where: EventFilter) -> str:
             f"SELECT {_COLUMNS}, o.listed_at FROM ({_DRIVEN[where.outcome]}) AS o"  # noqa: S608
             f" CROSS JOIN LATERAL ({_EVENT_OF}) AS e"
             f" WHERE {' AND '.join(conditions) or 'true'}"
-            " ORDER BY o.listed_at DESC, e.id DESC LIMIT :limit"
+            f" ORDER BY o.listed_at DESC, e.id DESC {_LIMIT}"
         )
     sources = [where.source] if where.source in SOURCES else list(SOURCES)
     branches = " UNION ALL ".join(_by_source(s, where) for s in sources)
     return (
         f"SELECT * FROM ({branches}) AS page"  # noqa: S608 - no values from outside
-        " ORDER BY listed_at DESC, id DESC LIMIT :limit"
+        f" ORDER BY listed_at DESC, id DESC {_LIMIT}"
     )
 
 
@@ -187,7 +192,6 @@ async def list_events(engine: AsyncEngine, where: EventFilter) -> tuple[list[Eve
     """A page of events, newest first, and whether another page follows."""
     sql = _list_sql(where)
     params: dict[str, Any] = {
-        "limit": PAGE + 1,
         "source": where.source,
         "sources": [where.source] if where.source in SOURCES else list(SOURCES),
         "consumers": list(CONSUMERS),
