@@ -17,7 +17,13 @@ from devkit.simulate import square_event
 from ingest.partitions import partitions, upkeep
 from ingest.record import NewEvent, record_events_on
 from ingest.square_events import square_new_event
-from schemas.event_partitions import DEFAULT_PARTITION, WEEKS_AHEAD, week_partition, week_start
+from schemas.event_partitions import (
+    DEFAULT_PARTITION,
+    WEEKS_AHEAD,
+    before_partition,
+    week_partition,
+    week_start,
+)
 from schemas.square import SquareEvent
 from sluice.db import autocommit, create_engine
 from sluice.migrate import upgrade
@@ -195,7 +201,7 @@ async def test_migration_converts_a_store_keeping_every_event_and_its_dedupe(
         # of it, should a week begin in between).
         [where] = {partition_of(db, e) for e in events}
         assert where in {
-            f"inbound_events_before_{week_start(moment) + timedelta(days=7):%Y_%m_%d}"
+            before_partition(week_start(moment) + timedelta(days=7))
             for moment in (now, datetime.now(UTC))
         }
     for event in events:
