@@ -12,6 +12,7 @@ the provider's event id; events are searched by the entity they are about.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -19,31 +20,33 @@ from sqlalchemy import text
 from consumers.registry import CONSUMERS
 from recovery.runs import SOURCES
 from sluice.db import row_json, transaction
+from sluice.ids import made_at
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy import Row
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-# By our id, or by the provider's (whose key row names ours: see schemas/event_partitions.py).
-_BY_REF = """
-    FROM inbound_events
-    WHERE id IN (
-        SELECT CAST(:id AS uuid)
-        UNION ALL
-        SELECT event_id FROM event_keys
-        WHERE source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)
-    ORDER BY received_at
-    LIMIT 1
-"""
-_EVENT = text(
-    f"""
-    SELECT id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,
-           received_at, headers, retry_number, retry_reason, initial_delivery_at, signature_key,
-           octet_length(body) AS body_bytes
-    {_BY_REF}
-    """
+# By our id, or by the provider's (whose key row names ours and its partition: see
+# schemas/event_partitions.py). The store has no index on id across its partitions, so each
+# lookup names the time it reads: a v7 id carries the millisecond it was made, beside its
+# event's receipt, and a key row carries its event's received_at. Only an id made otherwise (v4,
+# before sluice made v7 ids) or a v7 id made long before its receipt is looked for in every week.
+_NEAR = "id = CAST(:id AS uuid) AND received_at >= :lo AND received_at < :hi"
+_KEYED = (
+    "(id, received_at) IN (SELECT event_id, received_at FROM event_keys"
+    " WHERE source = ANY(CAST(:sources AS text[])) AND provider_event_id = :ref)"
 )
-_BODY = text(f"SELECT body, provider_event_id {_BY_REF}")
+_ANYWHERE = "id = CAST(:id AS uuid)"
+# How far from its id's time an event's receipt is looked for: a reconciler run stamps the
+# events it makes with the run's start, so the two can be that run's length apart.
+NEAR = timedelta(days=1)
+_EVENT_COLUMNS = (
+    "id, source, provider_event_id, event_type, entity_type, entity_id, occurred_at,"
+    " received_at, headers, retry_number, retry_reason, initial_delivery_at, signature_key,"
+    " octet_length(body) AS body_bytes"
+)
+_BODY_COLUMNS = "body, provider_event_id"
 # Square retries an event about a dozen times at most, but a signed delivery can be replayed by
 # anyone who captured it: the answer lists the first repeats and counts them all.
 REPEATS_SHOWN = 100
@@ -88,28 +91,42 @@ _BY_ENTITY = text(
 )
 
 
-def _as_uuid(ref: str) -> str | None:
+def _lookups(ref: str) -> list[tuple[str, dict[str, Any]]]:
+    """The conditions that may find the event `ref` names, cheapest first, with their values."""
     try:
-        return str(uuid.UUID(ref))
+        event_id: uuid.UUID | None = uuid.UUID(ref)
     except ValueError:
-        return None
+        event_id = None
+    made = None if event_id is None else made_at(event_id)
+    found: list[tuple[str, dict[str, Any]]] = []
+    if made is not None:
+        found.append((_NEAR, {"id": str(event_id), "lo": made - NEAR, "hi": made + NEAR}))
+    found.append((_KEYED, {"ref": ref, "sources": list(SOURCES)}))
+    if event_id is not None:
+        found.append((_ANYWHERE, {"id": str(event_id)}))
+    return found
 
 
-def _ref_params(ref: str) -> dict[str, Any]:
-    return {"id": _as_uuid(ref), "ref": ref, "sources": list(SOURCES)}
+async def _find(conn: AsyncConnection, columns: str, ref: str) -> Row[Any] | None:
+    for condition, params in _lookups(ref):
+        sql = f"SELECT {columns} FROM inbound_events WHERE {condition}"  # noqa: S608 - constants
+        row = (await conn.execute(text(f"{sql} ORDER BY received_at LIMIT 1"), params)).first()
+        if row is not None:
+            return row
+    return None
 
 
 async def find_body(engine: AsyncEngine, ref: str) -> tuple[bytes, str] | None:
     """The raw body of the event `ref` names, exactly as received, and its provider event id."""
     async with transaction(engine) as conn:
-        row = (await conn.execute(_BODY, _ref_params(ref))).first()
+        row = await _find(conn, _BODY_COLUMNS, ref)
     return None if row is None else (bytes(row.body), row.provider_event_id)
 
 
 async def find_journey(engine: AsyncEngine, ref: str) -> dict[str, Any] | None:
     """The journey of the event `ref` names (sluice's id or the provider's), or None."""
     async with transaction(engine) as conn:
-        event = (await conn.execute(_EVENT, _ref_params(ref))).first()
+        event = await _find(conn, _EVENT_COLUMNS, ref)
         if event is None:
             return None
         event_id = str(event.id)

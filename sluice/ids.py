@@ -9,6 +9,7 @@ and as unguessable in practice as version 4 ids.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from uuid_utils.compat import uuid7
@@ -21,3 +22,10 @@ def new_event_id() -> uuid.UUID:
     """A fresh event id, later than any this process made before (monotonic within a
     millisecond, as RFC 9562 allows)."""
     return uuid7()
+
+
+def made_at(event_id: uuid.UUID) -> datetime | None:
+    """When a v7 id was made (to the millisecond), or None for an id of another version."""
+    if event_id.version != 7:  # RFC 9562: the time-ordered version
+        return None
+    return datetime.fromtimestamp((event_id.int >> 80) / 1000, UTC)

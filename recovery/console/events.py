@@ -3,9 +3,10 @@
 The list runs newest first on each source's (source, received_at) index, one branch per source
 merged by UNION ALL (a single scan cannot keep that order across sources). The filters that
 would otherwise scan far are driven from their own index: a provider event id from its dedupe
-key (event_keys); an entity from the consumers' outcomes, which carry the
-message key (a booking, customer or Airtable record id); the outcomes other than applied from
-the outcome rows' own time index. Pages are keyset pages on (time, id), so the hundredth page
+key (event_keys); an entity from the consumers' outcomes, which carry the message key (a
+booking, customer or Airtable record id); the outcomes other than applied from the outcome rows'
+own time index. Each key or outcome row names its event's received_at, so the event is read from
+the one partition that holds it. Pages are keyset pages on (time, id), so the hundredth page
 costs what the first does.
 """
 
@@ -56,11 +57,13 @@ _APPLIED = (
     "EXISTS (SELECT 1 FROM consumer_dedupe d WHERE d.consumer = ANY(:consumers)"
     " AND d.event_id = e.id::text AND d.outcome = 'applied')"
 )
+# An entity's events, through the outcome rows that carry its message key, each once: with its
+# received_at where any of its rows has one (see _EVENT_OF).
 _ENTITY = (
-    "SELECT CAST(event_id AS uuid) FROM consumer_dedupe"  # noqa: S608 - constants only
-    f" WHERE entity_key = :entity AND {_OURS}"
-    " UNION SELECT CAST(event_id AS uuid) FROM event_outcomes"
-    f" WHERE entity_key = :entity AND {_OURS}"
+    "SELECT CAST(event_id AS uuid) AS event_id, max(received_at) AS received_at FROM ("  # noqa: S608
+    f"SELECT event_id, received_at FROM consumer_dedupe WHERE entity_key = :entity AND {_OURS}"
+    " UNION ALL SELECT event_id, received_at FROM event_outcomes"
+    f" WHERE entity_key = :entity AND {_OURS}) AS k GROUP BY event_id"
 )
 # A provider event id's event, through its dedupe key (the store's partitions have no index on
 # it): the key names the event and its partition, so the lookup reads one partition's index.
@@ -142,8 +145,8 @@ def _conditions(where: EventFilter, at: str) -> list[str]:
     conditions = []
     if where.outcome == "applied":
         conditions.append(_APPLIED)
-    if where.entity is not None:
-        conditions.append(f"e.id IN ({_ENTITY})")  # a semi-join on the primary key
+    if where.entity is not None and where.outcome in _DRIVEN:
+        conditions.append(f"e.id IN (SELECT event_id FROM ({_ENTITY}) AS k)")  # noqa: S608
     if where.provider_event_id is not None:
         conditions.append(f"(e.id, e.received_at) IN ({_KEYED})")
     if where.event_type is not None:
@@ -169,17 +172,25 @@ def _by_source(source: str, where: EventFilter) -> str:
     )
 
 
+def _driven(rows: str, at: str, where: EventFilter) -> str:
+    """The list read from outcome rows (`rows`: event_id, received_at and any other columns),
+    each joined to its event, newest first on `at`."""
+    conditions = _conditions(where, at)
+    if where.source is not None:
+        conditions.append("e.source = :source")
+    return (
+        f"SELECT {_COLUMNS}, {at} AS listed_at FROM ({rows}) AS o"  # noqa: S608 - constants only
+        f" CROSS JOIN LATERAL ({_EVENT_OF}) AS e"
+        f" WHERE {' AND '.join(conditions) or 'true'}"
+        f" ORDER BY {at} DESC, e.id DESC {_LIMIT}"
+    )
+
+
 def _list_sql(where: EventFilter) -> str:
     if where.outcome in _DRIVEN:
-        conditions = _conditions(where, "o.listed_at")
-        if where.source is not None:
-            conditions.append("e.source = :source")
-        return (
-            f"SELECT {_COLUMNS}, o.listed_at FROM ({_DRIVEN[where.outcome]}) AS o"  # noqa: S608
-            f" CROSS JOIN LATERAL ({_EVENT_OF}) AS e"
-            f" WHERE {' AND '.join(conditions) or 'true'}"
-            f" ORDER BY o.listed_at DESC, e.id DESC {_LIMIT}"
-        )
+        return _driven(_DRIVEN[where.outcome], "o.listed_at", where)
+    if where.entity is not None:
+        return _driven(_ENTITY, "e.received_at", where)
     sources = [where.source] if where.source in SOURCES else list(SOURCES)
     branches = " UNION ALL ".join(_by_source(s, where) for s in sources)
     return (
@@ -237,7 +248,11 @@ _PROJECTION_BY_TOPIC: dict[str, Ownership] = {
     Topic.SQUARE_CUSTOMERS.value: SQUARE_CUSTOMERS,
     Topic.AIRTABLE_RECORDS.value: LEADS,
 }
-_BODY = text("SELECT id, source, received_at, entity_type, body FROM inbound_events WHERE id = :id")
+# The journey's event, read again from the one partition its received_at names.
+_BODY = text(
+    "SELECT id, source, received_at, entity_type, body FROM inbound_events"
+    " WHERE id = :id AND received_at = :received_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +318,9 @@ async def event_page(engine: AsyncEngine, ref: str) -> EventPage | None:
     if journey is None:
         return None
     async with transaction(engine) as conn:
-        stored = (await conn.execute(_BODY, {"id": journey["event"]["id"]})).one()
+        event = journey["event"]
+        found = {"id": event["id"], "received_at": datetime.fromisoformat(event["received_at"])}
+        stored = (await conn.execute(_BODY, found)).one()
     body = bytes(stored.body)
     envelope: dict[str, Any] | None = None
     envelope_error: str | None = None

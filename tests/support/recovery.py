@@ -26,18 +26,21 @@ if TYPE_CHECKING:
 
 
 async def store_events(
-    engine: AsyncEngine, bodies: list[dict[str, Any]], received_at: datetime | None = None
+    engine: AsyncEngine,
+    bodies: list[dict[str, Any]],
+    received_at: datetime | None = None,
+    ids: list[uuid.UUID] | None = None,
 ) -> list[uuid.UUID]:
     """Store Square events the way the webhook does (event row + outbox row, one transaction),
-    received now or at `received_at`; returns their sluice ids."""
+    received now or at `received_at`, with `ids` or random v4 ones; returns their sluice ids."""
     events = []
-    for body in bodies:
+    for n, body in enumerate(bodies):
         text = json.dumps(body)
         events.append(
             square_new_event(
                 SquareEvent.model_validate_json(text),
                 text,
-                event_id=uuid.uuid4(),
+                event_id=ids[n] if ids else uuid.uuid4(),
                 received_at=received_at or datetime.now(UTC),
                 headers={"square-retry-number": "0"},
             )
