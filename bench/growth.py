@@ -67,6 +67,7 @@ from sqlalchemy import text
 
 from devkit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from devkit.simulate import square_event, square_kafka_message
+from ingest.answer_tally import KEEP_DAYS
 from ingest.partitions import partitions, upkeep
 from outbox.relay import RelayConfig, quiet_kafka_client_logs
 from outbox.topics import ensure_topics
@@ -151,6 +152,8 @@ _OUTCOMES = f"""
            at + interval '20 ms', at + interval '90 ms', at
     FROM ({_SERIES}) AS s WHERE n %% 200 = 3 OR n %% 1000 = 7
 """  # noqa: S608
+# Ingest's per-minute answer counts, for the days it keeps them (as a store that has run that
+# long holds: ingest/answer_tally.py forgets the older minutes).
 _ANSWERS = f"""
     INSERT INTO webhook_answers (source, reason, minute, count)
     SELECT 'square', reason, minute, count(*)
@@ -158,6 +161,7 @@ _ANSWERS = f"""
           UNION ALL
           SELECT 'duplicate', date_trunc('minute', at + interval '10 s') FROM ({_SERIES}) AS s
           WHERE n %% 200 = 3) AS a
+    WHERE minute > now() - make_interval(days => {KEEP_DAYS})
     GROUP BY reason, minute
     ON CONFLICT (minute, source, reason)
     DO UPDATE SET count = webhook_answers.count + excluded.count
