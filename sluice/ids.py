@@ -24,8 +24,17 @@ def new_event_id() -> uuid.UUID:
     return uuid7()
 
 
+# The latest time an id is taken to name: anyone may type an id, and its 48 bits of
+# milliseconds reach the year 10889, past what a datetime (and a day either side) can hold.
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def made_at(event_id: uuid.UUID) -> datetime | None:
-    """When a v7 id was made (to the millisecond), or None for an id of another version."""
+    """When a v7 id was made (to the millisecond), or None for an id of another version or one
+    whose time is past any that could be real."""
     if event_id.version != 7:  # RFC 9562: the time-ordered version
         return None
-    return datetime.fromtimestamp((event_id.int >> 80) / 1000, UTC)
+    milliseconds = event_id.int >> 80
+    if milliseconds >= _LATEST.timestamp() * 1000:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)

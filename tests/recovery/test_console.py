@@ -194,6 +194,8 @@ async def test_a_body_downloads_byte_for_byte_by_either_id(
         "/events?entity=%00",
         "/events/" + "e" * 300,
         "/events/%00",
+        "/events/ffffffff-ffff-7fff-bfff-ffffffffffff",  # a v7 id past any real time
+        "/events/ffffffff-ffff-7fff-bfff-ffffffffffff/body",
         "/dead-letters?consumer=nobody",
         "/dead-letters/not-a-number",
         "/dead-letters/99999999999999999999999",

@@ -141,5 +141,12 @@ async def test_an_event_is_found_by_either_id_whatever_its_id_says_of_its_time(
         expected = (str(event_id), provider_id, str(event_id))
         assert await found(str(event_id)) == expected
         assert await found(provider_id) == expected
-    for unknown in (str(new_event_id()), str(uuid.uuid4()), "ev-never-stored"):
+    # Ids made now, at the dawn of v7 time and past any time a datetime holds: none is stored.
+    earliest, latest = (
+        "00000000-0000-7000-8000-000000000000",
+        "ffffffff-ffff-7fff-bfff-ffffffffffff",
+    )
+    assert made_at(uuid.UUID(earliest)) == datetime(1970, 1, 1, tzinfo=UTC)
+    assert made_at(uuid.UUID(latest)) is None
+    for unknown in (str(new_event_id()), earliest, latest, str(uuid.uuid4()), "ev-never-stored"):
         assert await found(unknown) == (None, None, None)
