@@ -116,11 +116,8 @@ async def test_an_event_is_found_by_either_id_whatever_its_id_says_of_its_time(
     first; an event received far from its id's time, or with a v4 id, is found all the same."""
     long_ago = datetime.now(UTC) - timedelta(days=60)
     made = {"ev-v7": (new_event_id(), None), "ev-far": (new_event_id(), long_ago)}
-    stored = {
-        "ev-v4": (await store_events(engine, [square_event("booking.created", event_id="ev-v4")]))[
-            0
-        ]
-    }
+    (v4,) = await store_events(engine, [square_event("booking.created", event_id="ev-v4")])
+    stored = {"ev-v4": v4}
     for provider_id, (event_id, received_at) in made.items():
         body = square_event("booking.created", event_id=provider_id)
         (stored[provider_id],) = await store_events(engine, [body], received_at, [event_id])
